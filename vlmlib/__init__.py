@@ -1,0 +1,22 @@
+"""vlmlib: the one library behind the course "Fine-tuning Qwen2-VL to find nutrition tables".
+
+Chapters, labs, tests and the command line (`python -m vlmlib`) import these modules, so each piece
+of the pipeline is written once:
+
+| module      | job                                                                  |
+| ----------- | -------------------------------------------------------------------- |
+| `config`    | typed configuration from YAML, the two profiles                      |
+| `tokens`    | Qwen2-VL's special tokens by name                                    |
+| `boxes`     | the three box conventions and conversions                            |
+| `data`      | loading the dataset, checking records, building the chat             |
+| `synthetic` | the tiny profile's synthetic dataset, in the Hub schema              |
+| `tiny`      | the tiny profile's processor (real vocabulary) and random model      |
+| `models`    | loading either profile's model and processor, LoRA                   |
+| `inference` | batched generation                                                   |
+| `parsing`   | reading boxes back from answers                                      |
+| `metrics`   | IoU and one-to-one matching                                          |
+| `viz`       | boxes on images, image grids                                         |
+| `cli`       | `vlmlib make-tiny`, `vlmlib info`, ...                               |
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Ask Qwen2-VL where the nutrition tables are: batched greedy generation, then parsing.
+
+Why: zero-shot baselines, the IoU callback, evaluation and `vlmlib predict` all need the same
+"records in, boxes out" step; writing it once keeps them comparable.
+Explained in: chapter 02, "Zero-shot answers", and chapter 06, "Evaluation".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from qwen_vl_utils import process_vision_info
+from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+from vlmlib.data import DEFAULT_PROMPT, DEFAULT_SYSTEM_MESSAGE, build_conversation
+from vlmlib.parsing import ParsedAnswer, parse_box_answer
+from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN
+
+__all__ = ["generate_answers", "predict_boxes"]
+
+logger = logging.getLogger(__name__)
+
+
+def _build_generation_batch(
+    processor: Qwen2VLProcessor, records: Sequence[dict[str, Any]], prompt: str, system_message: str
+) -> dict[str, torch.Tensor]:
+    """Return processor outputs for prompts that end with `<|im_start|>assistant\\n`, padded on the left."""
+    pixel_budget = processor.image_processor
+    conversations = [
+        build_conversation(record, prompt, system_message, include_answer=False,
+                           min_pixels=pixel_budget.min_pixels, max_pixels=pixel_budget.max_pixels)
+        for record in records
+    ]
+    texts = [processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) for conversation in conversations]
+    images, _ = process_vision_info(conversations)
+    original_side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "left"  # generation appends on the right, so the padding must be on the left
+    try:
+        return processor(text=texts, images=images, padding=True, return_tensors="pt")
+    finally:
+        processor.tokenizer.padding_side = original_side
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Qwen2VLForConditionalGeneration,
+    processor: Qwen2VLProcessor,
+    records: Sequence[dict[str, Any]],
+    prompt: str = DEFAULT_PROMPT,
+    system_message: str = DEFAULT_SYSTEM_MESSAGE,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+) -> list[str]:
+    """Return the model's greedy answer to each record, special tokens kept, end-of-turn tokens removed.
+
+    Why: the grounding tokens (`<|box_start|>` ...) are special tokens, so decoding must keep them
+    for the parser to see the answer's structure.
+    Explained in: chapter 02, "Zero-shot answers".
+
+    Args:
+        records: Hub-schema records with decoded PIL images.
+        batch_size: records per `generate` call; lower it if memory runs out.
+    Returns:
+        One string per record, in order.
+    """
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = _build_generation_batch(processor, records[start:start + batch_size], prompt, system_message)
+            batch = batch.to(model.device)
+            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+            new_tokens = generated[:, batch["input_ids"].shape[1]:]
+            for text in processor.batch_decode(new_tokens, skip_special_tokens=False):
+                answers.append(text.replace(END_OF_TEXT_TOKEN, "").split(IM_END_TOKEN)[0].strip())
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def predict_boxes(
+    model: Qwen2VLForConditionalGeneration,
+    processor: Qwen2VLProcessor,
+    records: Sequence[dict[str, Any]],
+    **generation_options: Any,
+) -> list[ParsedAnswer]:
+    """Generate an answer per record and parse it into boxes (`vlmlib.parsing.parse_box_answer`).
+
+    Why: the one call the callbacks, the evaluation and the CLI use, so they all read answers alike.
+    """
+    return [parse_box_answer(answer) for answer in generate_answers(model, processor, records, **generation_options)]

@@ -1,0 +1,239 @@
+"""Build the offline tiny profile: a real-vocabulary Qwen2-VL processor, a tiny random model, synthetic data.
+
+Why: the course must run on a laptop with no network. The tiny profile keeps everything a learner
+touches real (the Qwen2 byte-level BPE vocabulary, Qwen2-VL's special tokens at their real ids, its chat
+template and image processor, the `Qwen2VLForConditionalGeneration` architecture) and shrinks only
+the sizes, so collators, training and evaluation run the full profile's code unchanged.
+Explained in: book/setup, "The tiny profile".
+
+Everything is built once and cached under `VLM_CACHE_DIR` (default `~/.cache/vlmlib`), in folders
+named by a hash of the settings that shape them, so a changed setting builds a new copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, normalizers
+from transformers import (
+    GenerationConfig,
+    Qwen2Tokenizer,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+from transformers.convert_slow_tokenizer import TikTokenConverter
+
+from vlmlib.config import Config
+from vlmlib.synthetic import generate_synthetic_dataset
+from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN, QWEN2_VL_SPECIAL_TOKEN_IDS
+
+__all__ = [
+    "CACHE_DIR_ENV_VAR",
+    "QWEN2_PRETOKENIZER_PATTERN",
+    "QWEN2_VL_CHAT_TEMPLATE",
+    "TINY_VOCAB_SIZE",
+    "build_qwen2_tokenizer",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "ensure_tiny_assets",
+    "get_cache_dir",
+    "tiny_dataset_dir",
+    "tiny_model_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR_ENV_VAR = "VLM_CACHE_DIR"
+# Qwen2's pre-tokenizer: like GPT-4's, except `\p{N}` matches ONE digit, so "560" is three tokens.
+# (Qwen2 tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex)
+QWEN2_PRETOKENIZER_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+# Qwen2-VL-2B-Instruct's chat template (chat_template.json), unchanged.
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_VOCAB_SIZE = 151936  # Qwen2-VL's embedding rows: 151,657 used ids, padded to a multiple of 128
+
+
+def get_cache_dir() -> Path:
+    """Return the folder for built assets: `$VLM_CACHE_DIR`, else `~/.cache/vlmlib`."""
+    return Path(os.environ.get(CACHE_DIR_ENV_VAR, Path.home() / ".cache" / "vlmlib")).expanduser()
+
+
+def _fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def tiny_model_dir(config: Config) -> Path:
+    """Return the cache folder of the tiny model and processor for these settings."""
+    settings = {"tiny": asdict(config.tiny), "min_pixels": config.model.min_pixels, "max_pixels": config.model.max_pixels}
+    return get_cache_dir() / f"tiny-model-{_fingerprint(settings)}"
+
+
+def tiny_dataset_dir(config: Config) -> Path:
+    """Return the cache folder of the synthetic dataset for these settings."""
+    data = config.data
+    settings = {key: getattr(data, key) for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_seed",
+                                                    "synthetic_min_side_px", "synthetic_max_side_px")}
+    return get_cache_dir() / f"tiny-dataset-{_fingerprint(settings)}"
+
+
+def _find_tiktoken_file() -> Path:
+    """Find `qwen.tiktoken` inside the installed `dashscope` wheel, without importing dashscope."""
+    try:
+        files = importlib.metadata.distribution("dashscope").files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError("the tiny profile needs the 'dashscope' package for qwen.tiktoken: pip install dashscope") from None
+    for file in files:
+        if file.name == "qwen.tiktoken":
+            return Path(file.locate())
+    raise FileNotFoundError("the installed dashscope wheel has no qwen.tiktoken; reinstall the pinned version")
+
+
+def build_qwen2_tokenizer() -> Qwen2Tokenizer:
+    """Rebuild Qwen2's tokenizer from the BPE ranks in `qwen.tiktoken`, with Qwen2-VL's special tokens.
+
+    Why: the real vocabulary makes token counts, digit-by-digit box answers and special-token ids
+    exactly those of Qwen2-VL-2B-Instruct, with no download.
+    Explained in: chapter 02, "How a box answer is tokenised".
+
+    Returns:
+        A fast tokenizer: 151,643 byte-level BPE tokens, then the special tokens at 151643..151656,
+        eos `<|im_end|>`, pad `<|endoftext|>`, and the Qwen2-VL chat template.
+    """
+    backend = TikTokenConverter(vocab_file=str(_find_tiktoken_file()), pattern=QWEN2_PRETOKENIZER_PATTERN).converted()
+    backend.normalizer = normalizers.NFC()  # Qwen2 normalises to NFC before splitting
+    ordered = sorted(QWEN2_VL_SPECIAL_TOKEN_IDS.items(), key=lambda item: item[1])
+    backend.add_special_tokens([AddedToken(token, normalized=False, special=True) for token, _ in ordered])
+    for token, expected_id in ordered:
+        if backend.token_to_id(token) != expected_id:  # the BPE file must hold exactly 151,643 ranks
+            raise RuntimeError(f"{token} got id {backend.token_to_id(token)}, expected {expected_id}")
+    tokenizer = Qwen2Tokenizer(
+        tokenizer_object=backend, eos_token=IM_END_TOKEN, pad_token=END_OF_TEXT_TOKEN, unk_token=None, bos_token=None,
+        errors="replace", model_max_length=32768, clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_processor(config: Config) -> Qwen2VLProcessor:
+    """Return a `Qwen2VLProcessor`: the real tokenizer and template, and the config's pixel budget.
+
+    Why: the processor decides how many `<|image_pad|>` tokens an image becomes; a small budget keeps CPU steps short.
+    """
+    image_processor = Qwen2VLImageProcessor(min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels)
+    video_processor = Qwen2VLVideoProcessor()
+    return Qwen2VLProcessor(
+        image_processor=image_processor, tokenizer=build_qwen2_tokenizer(), video_processor=video_processor,
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_model(config: Config) -> Qwen2VLForConditionalGeneration:
+    """Return a randomly initialised `Qwen2VLForConditionalGeneration` at the tiny sizes in `config.tiny`.
+
+    Why: the real architecture (vision tower, patch merger, M-RoPE language model) at a size a CPU trains in minutes.
+    Explained in: chapter 02, "The architecture".
+    """
+    tiny = config.tiny
+    head_dim = tiny.hidden_size // tiny.num_attention_heads
+    if sum(tiny.mrope_section) * 2 != head_dim:  # M-RoPE splits half the head dim into (time, height, width)
+        raise ValueError(f"tiny.mrope_section {tiny.mrope_section} must sum to head_dim/2 = {head_dim // 2}")
+    model_config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": TINY_VOCAB_SIZE, "hidden_size": tiny.hidden_size, "intermediate_size": tiny.intermediate_size,
+            "num_hidden_layers": tiny.num_hidden_layers, "num_attention_heads": tiny.num_attention_heads,
+            "num_key_value_heads": tiny.num_key_value_heads, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(tiny.mrope_section)},
+            "bos_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],
+            "eos_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[IM_END_TOKEN],
+            "pad_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],
+        },
+        vision_config={
+            "depth": tiny.vision_depth, "embed_dim": tiny.vision_embed_dim, "hidden_size": tiny.hidden_size,
+            "num_heads": tiny.vision_num_heads, "mlp_ratio": 4, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS["<|image_pad|>"],
+        video_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS["<|video_pad|>"],
+        vision_start_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS["<|vision_start|>"],
+        vision_end_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS["<|vision_end|>"],
+        tie_word_embeddings=True,  # as in Qwen2-VL-2B: the LM head shares the embedding matrix
+    )
+    torch.manual_seed(tiny.seed)
+    model = Qwen2VLForConditionalGeneration(model_config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[QWEN2_VL_SPECIAL_TOKEN_IDS[IM_END_TOKEN], QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN]],
+        pad_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN], do_sample=False,
+    )
+    return model
+
+
+def _write_atomically(target: Path, write) -> Path:
+    """Write into a temporary sibling folder, then rename, so an interrupted build leaves no half cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        write(staging)
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.exists():
+            raise
+    return target
+
+
+def ensure_tiny_assets(config: Config, rebuild: bool = False) -> tuple[Path, Path]:
+    """Build (or find in the cache) the tiny model + processor and the synthetic dataset.
+
+    Why: chapters, labs, tests and the CLI all call this first; only the first call pays for the build.
+    Returns:
+        (model folder, dataset folder): `from_pretrained` reads the first, `vlmlib.data.load_split` the second.
+    """
+    model_dir, dataset_dir = tiny_model_dir(config), tiny_dataset_dir(config)
+    for folder in (model_dir, dataset_dir):
+        if rebuild and folder.exists():
+            shutil.rmtree(folder)
+    if not model_dir.exists():
+        logger.info("building the tiny model and processor in %s", model_dir)
+
+        def write_model(staging: Path) -> None:
+            build_tiny_model(config).save_pretrained(staging)
+            build_tiny_processor(config).save_pretrained(staging)
+
+        _write_atomically(model_dir, write_model)
+    if not dataset_dir.exists():
+        logger.info("generating the synthetic dataset in %s", dataset_dir)
+        data = config.data
+        dataset_dict = generate_synthetic_dataset(
+            num_train=data.synthetic_num_train, num_val=data.synthetic_num_val, seed=data.synthetic_seed,
+            min_side_px=data.synthetic_min_side_px, max_side_px=data.synthetic_max_side_px,
+        )
+        _write_atomically(dataset_dir, lambda staging: dataset_dict.save_to_disk(str(staging)))
+    return model_dir, dataset_dir
+
+
