@@ -16,6 +16,7 @@ from qwen_vl_utils import process_vision_info
 from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from vlmlib.data import DEFAULT_PROMPT, DEFAULT_SYSTEM_MESSAGE, build_conversation
+from vlmlib.models import get_pixel_budget
 from vlmlib.parsing import ParsedAnswer, parse_box_answer
 from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN
 
@@ -28,10 +29,9 @@ def _build_generation_batch(
     processor: Qwen2VLProcessor, records: Sequence[dict[str, Any]], prompt: str, system_message: str
 ) -> dict[str, torch.Tensor]:
     """Return processor outputs for prompts that end with `<|im_start|>assistant\\n`, padded on the left."""
-    pixel_budget = processor.image_processor
+    min_pixels, max_pixels = get_pixel_budget(processor)
     conversations = [
-        build_conversation(record, prompt, system_message, include_answer=False,
-                           min_pixels=pixel_budget.min_pixels, max_pixels=pixel_budget.max_pixels)
+        build_conversation(record, prompt, system_message, include_answer=False, min_pixels=min_pixels, max_pixels=max_pixels)
         for record in records
     ]
     texts = [processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) for conversation in conversations]

@@ -30,6 +30,7 @@ __all__ = [
     "apply_lora",
     "build_lora_config",
     "count_parameters",
+    "get_pixel_budget",
     "load_model",
     "load_model_and_processor",
     "load_processor",
@@ -68,9 +69,18 @@ def load_processor(config: Config, model_path: Path | str | None = None) -> Qwen
     Why: the pixel budget sets how many `<|image_pad|>` tokens each image costs, so it must be the
     same at training and at inference.
     """
-    return AutoProcessor.from_pretrained(
-        _model_source(config, model_path), min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels
-    )
+    budget = {"shortest_edge": config.model.min_pixels, "longest_edge": config.model.max_pixels}  # in pixels, not edges
+    return AutoProcessor.from_pretrained(_model_source(config, model_path), size=budget)
+
+
+def get_pixel_budget(processor: Qwen2VLProcessor) -> tuple[int, int]:
+    """Return the processor's (min_pixels, max_pixels): the area an image is resized into.
+
+    Why: `qwen_vl_utils.process_vision_info` resizes images before the processor does, so it must be
+    given the same budget (transformers 5 stores it as `size["shortest_edge"]`/`size["longest_edge"]`).
+    """
+    size = processor.image_processor.size
+    return int(size["shortest_edge"]), int(size["longest_edge"])
 
 
 def load_model(config: Config, model_path: Path | str | None = None) -> Qwen2VLForConditionalGeneration:

@@ -145,7 +145,7 @@ def build_tiny_processor(config: Config) -> Qwen2VLProcessor:
 
     Why: the processor decides how many `<|image_pad|>` tokens an image becomes; a small budget keeps CPU steps short.
     """
-    image_processor = Qwen2VLImageProcessor(min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels)
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": config.model.min_pixels, "longest_edge": config.model.max_pixels})
     video_processor = Qwen2VLVideoProcessor()
     return Qwen2VLProcessor(
         image_processor=image_processor, tokenizer=build_qwen2_tokenizer(), video_processor=video_processor,

@@ -1,0 +1,92 @@
+"""Tests of the repository itself: pins agree, notebooks are paired, stripped and in sync, the book's toc resolves."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_FOLDERS = ("chapters", "labs", "solutions")
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)==([^\s#]+)\s*", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def _notebooks() -> list[Path]:
+    return sorted(path for folder in NOTEBOOK_FOLDERS for path in (ROOT / folder).glob("*.ipynb"))
+
+
+def test_environment_yml_pins_equal_requirements_txt():
+    requirements = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    assert _pins(pip_section) == requirements
+    assert "python=3.11" in environment["dependencies"]
+
+
+def test_requirements_agree_with_constraints():
+    requirements = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
+    disagreements = {name: (version, constraints.get(name)) for name, version in requirements.items() if constraints.get(name) != version}
+    assert not disagreements
+
+
+@pytest.mark.parametrize("notebook", _notebooks(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_notebook_is_committed_without_outputs(notebook: Path):
+    cells = json.loads(notebook.read_text())["cells"]
+    with_outputs = [index for index, cell in enumerate(cells) if cell["cell_type"] == "code" and (cell["outputs"] or cell["execution_count"])]
+    assert not with_outputs, f"{notebook.name}: cells {with_outputs} have outputs; run: jupyter nbconvert --clear-output --inplace {notebook}"
+
+
+@pytest.mark.parametrize("notebook", _notebooks(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_notebook_pair_is_in_sync(notebook: Path):
+    script = notebook.with_suffix(".py")
+    assert script.exists(), f"{notebook} has no paired {script.name}"
+
+    def cells(path: Path) -> list[tuple[str, str]]:
+        return [(cell.cell_type, cell.source.strip()) for cell in jupytext.read(path).cells]
+
+    assert cells(notebook) == cells(script), f"{notebook.name} and {script.name} differ: run jupytext --sync {script}"
+
+
+@pytest.mark.parametrize("folder", NOTEBOOK_FOLDERS)
+def test_every_notebook_script_has_its_ipynb(folder: str):
+    scripts = [path for path in (ROOT / folder).glob("*.py") if not path.name.startswith("_")]
+    assert all(path.with_suffix(".ipynb").exists() for path in scripts)
+
+
+def _toc_files(entries: list[dict]) -> list[str]:
+    files = []
+    for entry in entries:
+        if "file" in entry:
+            files.append(entry["file"])
+        for key in ("chapters", "sections", "parts"):
+            files += _toc_files(entry.get(key, []))
+    return files
+
+
+def test_every_toc_entry_exists_and_chapters_are_read_as_ipynb():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + _toc_files(toc.get("parts", []))
+    for name in files:
+        candidates = [ROOT / f"{name}{suffix}" for suffix in (".md", ".ipynb")]
+        assert any(path.exists() for path in candidates), f"_toc.yml names {name}, which does not exist"
+        if name.startswith("chapters/"):
+            assert (ROOT / f"{name}.ipynb").exists()
+
+
+def test_book_config_does_not_make_sphinx_read_py_twins():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "nb_custom_formats" not in config.get("sphinx", {}).get("config", {})
+    assert config["execute"]["execute_notebooks"] in {"cache", "force"}
