@@ -19,4 +19,11 @@ of the pipeline is written once:
 | `cli`       | `vlmlib make-tiny`, `vlmlib info`, ...                               |
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# bitsandbytes (imported by peft and trl) logs a warning at import when its optional CPU 4-bit kernels
+# are missing. The course never runs 4-bit on the CPU (vlmlib.models.load_model refuses to), so the
+# message would only clutter every page and log.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -13,17 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-# bitsandbytes logs a warning at import when its optional CPU 4-bit kernels are missing; the course
-# never runs 4-bit on the CPU (see load_model), so that message would only confuse readers.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
-from peft import LoraConfig as PeftLoraConfig  # noqa: E402
-from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training  # noqa: E402
-from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor  # noqa: E402
-
-from vlmlib.config import Config  # noqa: E402
-from vlmlib.tiny import ensure_tiny_assets  # noqa: E402
+from vlmlib.config import Config
+from vlmlib.tiny import ensure_tiny_assets
 
 __all__ = [
     "ParameterCounts",

@@ -31,13 +31,22 @@ def _clear_stale_cache(app, config) -> None:
         cache = root / cache
     stamp = cache.parent / ".jupyter_cache.vlmlib-fingerprint"
     fingerprint = _fingerprint(root)
-    if cache.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+    app.vlmlib_changed = stamp.exists() and stamp.read_text() != fingerprint
+    if app.vlmlib_changed or (cache.exists() and not stamp.exists()):
         logger.info("vlmlib, the pins or VLM_PROFILE changed: clearing the execution cache %s", cache)
-        shutil.rmtree(cache)
+        shutil.rmtree(cache, ignore_errors=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
 
 
+def _mark_notebooks_outdated(app, env, added, changed, removed) -> list[str]:
+    """Make Sphinx re-read (and so re-execute) every notebook page after a library change."""
+    if not getattr(app, "vlmlib_changed", False):
+        return []
+    return [name for name in env.found_docs if str(env.doc2path(name)).endswith(".ipynb")]
+
+
 def setup(app):
     app.connect("config-inited", _clear_stale_cache, priority=100)
+    app.connect("env-get-outdated", _mark_notebooks_outdated)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
