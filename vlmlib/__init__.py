@@ -27,3 +27,16 @@ __version__ = "0.1.0"
 # are missing. The course never runs 4-bit on the CPU (vlmlib.models.load_model refuses to), so the
 # message would only clutter every page and log.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the loading and dataset progress bars of transformers and datasets.
+
+    Why: they write to stderr, which a built book page shows as noise; chapters call this once in
+    their setup cell. The command line keeps its bars.
+    """
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     make_tiny.add_argument("--rebuild", action="store_true", help="delete the cached copies first")
     show_config = commands.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_arguments(show_config)
+    make_labs = commands.add_parser("make-labs", help="write labs/ from solutions/ (TODOs in place of the solution regions)")
+    make_labs.add_argument("--check", action="store_true", help="write nothing; exit 1 if labs/ differs from what would be written")
+    make_labs.add_argument("--solutions", type=Path, default=Path("solutions"), help="folder of solved labs (default: solutions)")
+    make_labs.add_argument("--labs", type=Path, default=Path("labs"), help="folder to write the labs into (default: labs)")
     return parser
 
 
@@ -63,7 +68,24 @@ def _run_show_config(arguments: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"make-tiny": _run_make_tiny, "show-config": _run_show_config}
+def _run_make_labs(arguments: argparse.Namespace) -> int:
+    from vlmlib.labs import make_labs
+
+    report = make_labs(arguments.solutions, arguments.labs, is_check=arguments.check)
+    for path in report.written:
+        print(f"wrote {path}")
+    for path in report.differing:
+        print(f"out of date: {path}")
+    for path in report.extra:
+        print(f"no solution for: {path} (delete it, or add its solution to {arguments.solutions})")
+    if report.is_in_sync:
+        print(f"labs in sync with {arguments.solutions}: {len(report.written) + len(report.unchanged)} files")
+        return 0
+    print(f"{arguments.labs} differs from what {arguments.solutions} gives; run: vlmlib make-labs")
+    return 1
+
+
+_COMMANDS = {"make-tiny": _run_make_tiny, "show-config": _run_show_config, "make-labs": _run_make_labs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,11 @@ def apply_lora(model: Qwen2VLForConditionalGeneration, config: Config) -> PeftMo
     if getattr(model, "is_loaded_in_4bit", False):
         # Casts norms to float32 and enables input gradients, so checkpointed 4-bit layers pass gradients to LoRA.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.training.gradient_checkpointing)
-    return get_peft_model(model, build_lora_config(config))
+    with warnings.catch_warnings():
+        # peft 0.21 reads the deprecated `is_gradient_checkpointing` property of transformers 5; only the name is
+        # deprecated, the behaviour is right, so the FutureWarning would only clutter every page.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, build_lora_config(config))
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
 from vlmlib.boxes import convert_hub_box_to_xyxy
+from vlmlib.metrics import compute_image_mean_iou
+
+if TYPE_CHECKING:  # for type hints only: vlmlib.evaluation pulls in pycocotools and pandas
+    import pandas as pd
+
+    from vlmlib.evaluation import ImagePrediction
 
 __all__ = [
     "new_figure",
@@ -34,6 +41,19 @@ __all__ = [
     "draw_boxes",
     "plot_image_grid",
     "plot_records_with_boxes",
+    "RecordExplorer",
+    "build_record_explorer",
+    "plot_box_centre_heatmap",
+    "plot_box_size_scatter",
+    "plot_count_bars",
+    "plot_histogram",
+    "plot_patch_grid",
+    "plot_record",
+    "plot_size_histogram",
+    "plot_token_strip",
+    "plot_iou_distribution",
+    "plot_threshold_sweep",
+    "plot_prediction_gallery",
 ]
 
 FIGURE_SIZE = (6.0, 4.0)  # inches, for single plots
@@ -187,3 +207,413 @@ def plot_records_with_boxes(records: Sequence[dict[str, Any]], num_columns: int 
     figure.legend(handles=[legend_handle], loc="outside lower center")
     figure.suptitle("Ground-truth boxes from the dataset")
     return figure
+
+
+# --- evaluation plots (chapter 06) ---
+
+# Okabe-Ito colours other than the ground-truth blue and prediction orange: one per model in comparisons.
+_MODEL_COLORS = ("#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+# Precision, recall and F1 are told apart by marker and line style, since colour already names the model.
+_SWEEP_METRIC_STYLES = {"precision": ("precision", "o", "-"), "recall": ("recall", "s", "--"), "f1": ("F1", "^", ":")}
+
+
+def plot_iou_distribution(ious_by_model: dict[str, Sequence[float]], ax: Axes | None = None) -> Figure:
+    """Return a histogram of per-image IoU for each model, on the same 0.05-wide bins from 0 to 1.
+
+    Why: a mean IoU of 0.5 can be every image at 0.5, or half the images exact and half missed;
+    the histogram tells the two apart, and the bar at 0 counts missed images and parse failures.
+    Explained in: chapter 06, "Where the IoU goes".
+
+    Args:
+        ious_by_model: model name -> one IoU per image, e.g. `{"fine-tuned": report.per_image["iou"]}`.
+            NaN values are left out.
+        ax: axes to draw on; None makes a new figure of `FIGURE_SIZE`.
+    Raises:
+        ValueError: `ious_by_model` is empty.
+    """
+    if not ious_by_model:
+        raise ValueError("plot_iou_distribution got no models; pass {model name: per-image IoUs}.")
+    axis = new_figure(FIGURE_SIZE).add_subplot() if ax is None else ax
+    bins = np.linspace(0.0, 1.0, 21)  # 0.05 wide, so 0.5 falls on a bin edge
+    for index, (name, ious) in enumerate(ious_by_model.items()):
+        values = np.asarray(ious, dtype=float)
+        values = values[~np.isnan(values)]
+        mean_text = f"mean {values.mean():.3f}" if values.size else "no values"
+        color = _MODEL_COLORS[index % len(_MODEL_COLORS)]
+        axis.hist(values, bins=bins, histtype="stepfilled", alpha=0.3, color=color, edgecolor=color, linewidth=1.5,
+                  label=f"{name} ({values.size} images, {mean_text})")
+    axis.axvline(0.5, color="grey", linestyle=":", label="IoU 0.5")
+    axis.set(xlim=(0.0, 1.0), xlabel="IoU per image (0 = missed, or no box in the answer)", ylabel="number of images",
+             title="Per-image IoU")
+    axis.legend(fontsize="small")
+    return axis.figure
+
+
+def plot_threshold_sweep(sweeps: dict[str, pd.DataFrame], ax: Axes | None = None) -> Figure:
+    """Return precision, recall and F1 against the IoU threshold, one colour per model.
+
+    Why: "correct at IoU 0.5" is a choice; the sweep shows how fast each model's boxes stop
+    counting as the bar for a true positive rises towards 0.95.
+    Explained in: chapter 06, "How tight are the boxes?".
+
+    Args:
+        sweeps: model name -> `EvaluationReport.sweep` (columns iou_threshold, precision, recall, f1).
+        ax: axes to draw on; None makes a new figure of `FIGURE_SIZE`.
+    Raises:
+        ValueError: `sweeps` is empty, or a table lacks one of the columns.
+    """
+    if not sweeps:
+        raise ValueError("plot_threshold_sweep got no models; pass {model name: report.sweep}.")
+    axis = new_figure(FIGURE_SIZE).add_subplot() if ax is None else ax
+    for index, (name, sweep) in enumerate(sweeps.items()):
+        missing = {"iou_threshold", *_SWEEP_METRIC_STYLES} - set(sweep.columns)
+        if missing:
+            raise ValueError(f"plot_threshold_sweep: the table for {name!r} lacks columns {sorted(missing)}; pass report.sweep.")
+        for column, (metric_name, marker, line_style) in _SWEEP_METRIC_STYLES.items():
+            axis.plot(sweep["iou_threshold"], sweep[column], marker=marker, linestyle=line_style,
+                      color=_MODEL_COLORS[index % len(_MODEL_COLORS)], label=f"{name}: {metric_name}")
+    axis.set(ylim=(0.0, 1.02), xlabel="IoU threshold for a true positive", ylabel="score (0 to 1)",
+             title="Precision, recall and F1 against the IoU threshold")
+    axis.legend(fontsize="small")
+    return axis.figure
+
+
+def _describe_iou(prediction: ImagePrediction) -> str:
+    """Return a panel's IoU line; a parse failure scores 0, and the line says why."""
+    if prediction.is_parse_failure:
+        return f"IoU 0 (no box: {(prediction.failure_reason or 'empty answer').split(':')[0]})"
+    return f"IoU {compute_image_mean_iou(prediction.predicted_xyxy, prediction.ground_truth_xyxy):.2f}"
+
+
+def plot_prediction_gallery(
+    records: Sequence[dict[str, Any]],
+    predictions: Sequence[ImagePrediction],
+    titles: Sequence[str] | None = None,
+    num_columns: int = 3,
+) -> Figure:
+    """Return a grid of images with ground truth (solid blue) and predictions (dashed orange), IoU in each title.
+
+    Why: the worst and best images explain an IoU histogram better than more numbers do.
+    Explained in: chapter 06, "Where the model goes wrong".
+
+    Args:
+        records: Hub-schema records with decoded PIL images, in the same order as `predictions`.
+        predictions: `vlmlib.evaluation.ImagePrediction`s (boxes as `box_xyxy`, pixels of the record's image).
+        titles: a first line per panel (e.g. the model name); None uses the image_id. The IoU is always added.
+        num_columns: panels per row.
+    Raises:
+        ValueError: different numbers of records, predictions or titles, or a pair whose image_id or size differ.
+    """
+    if len(predictions) != len(records) or (titles is not None and len(titles) != len(records)):
+        raise ValueError(f"plot_prediction_gallery got {len(records)} records, {len(predictions)} predictions and "
+                         f"{'no' if titles is None else len(titles)} titles; pass one prediction (and title) per record.")
+    drawn_images, panel_titles = [], []
+    for index, (record, prediction) in enumerate(zip(records, predictions)):
+        image = record["image"]
+        if str(record["image_id"]) != prediction.image_id or image.size != (prediction.width_px, prediction.height_px):
+            width_px, height_px = image.size
+            raise ValueError(f"plot_prediction_gallery: record {index} ({record['image_id']!r}, {width_px}x{height_px} px) "
+                             f"does not match its prediction ({prediction.image_id!r}, {prediction.width_px}x"
+                             f"{prediction.height_px} px); keep records and predictions in the same order.")
+        drawn_images.append(draw_boxes(image, prediction.ground_truth_xyxy, prediction.predicted_xyxy))
+        panel_titles.append(f"{prediction.image_id if titles is None else titles[index]}\n{_describe_iou(prediction)}")
+    figure = plot_image_grid(drawn_images, titles=panel_titles, num_columns=num_columns)
+    figure.legend(handles=[Line2D([], [], color=GROUND_TRUTH_COLOR, linestyle="-", linewidth=2, label="ground truth"),
+                           Line2D([], [], color=PREDICTION_COLOR, linestyle="--", linewidth=2, label="prediction")],
+                  loc="outside lower center", ncols=2)
+    figure.suptitle("Ground truth and predictions")
+    return figure
+
+
+# --- dataset and token plots (chapters 01 and 02) ---
+
+# Okabe-Ito colours other than the ground-truth blue and prediction orange, for series that are neither.
+_SERIES_COLORS = ("#56B4E9", "#D55E00", "#009E73", "#CC79A7", "#F0E442", "#000000")
+# What each kind of token looks like in `plot_token_strip`: (fill colour, legend text).
+_TOKEN_KIND_STYLES = {
+    "text": ("#EEEEEE", "text"),
+    "chat": ("#CC79A7", "chat markup (<|im_start|>, <|im_end|>)"),
+    "vision": ("#56B4E9", "image (<|vision_start|>, <|image_pad|>, <|vision_end|>)"),
+    "grounding": ("#E69F00", "grounding (<|object_ref_*|>, <|box_*|>)"),
+}
+
+
+def _new_axis(ax: Axes | None, figure_size: tuple[float, float] = FIGURE_SIZE) -> Axes:
+    """Return `ax`, or the axes of a new figure when it is None."""
+    return new_figure(figure_size).add_subplot() if ax is None else ax
+
+
+def plot_size_histogram(image_stats: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Return histograms of image widths and heights, in pixels, on one axis.
+
+    Why: the processor resizes every image into the pixel budget, so the spread of sizes says how
+    much each photo is shrunk (or enlarged).
+    Explained in: chapter 01, "Image sizes".
+
+    Args:
+        image_stats: `vlmlib.dataset_stats.compute_image_stats` output (columns width_px, height_px).
+    """
+    axis = _new_axis(ax)
+    sizes = np.concatenate([image_stats["width_px"], image_stats["height_px"]])
+    bins = np.linspace(sizes.min(), sizes.max(), 25)
+    for column, name, color in (("width_px", "width", _SERIES_COLORS[0]), ("height_px", "height", _SERIES_COLORS[1])):
+        axis.hist(image_stats[column], bins=bins, histtype="stepfilled", alpha=0.4, color=color, edgecolor=color,
+                  linewidth=1.5, label=f"{name} (median {image_stats[column].median():.0f} px)")
+    axis.set(xlabel="side length (px)", ylabel="number of images", title=f"Image sizes ({len(image_stats)} images)")
+    axis.legend(fontsize="small")
+    return axis.figure
+
+
+def plot_histogram(
+    values: Sequence[float],
+    xlabel: str,
+    title: str,
+    ylabel: str = "count",
+    num_bins: int = 25,
+    is_log_x: bool = False,
+    markers: dict[str, float] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Return a histogram of one quantity, with optional labelled vertical lines (e.g. "square box" at 1).
+
+    Why: box areas, aspect ratios and token counts are each one column; one function keeps them alike.
+    Explained in: chapter 01, "Box area coverage" and "Box shapes and positions".
+
+    Args:
+        is_log_x: log-spaced bins and axis, for ratios (a box twice as wide as tall sits as far from 1
+            as one twice as tall as wide).
+        markers: label -> x value, drawn as dotted vertical lines with a legend.
+    """
+    axis = _new_axis(ax)
+    values = np.asarray(values, dtype=float)
+    low, high = values.min(), values.max()
+    if is_log_x:
+        bins = np.geomspace(low, high, num_bins + 1) if high > low else num_bins
+        axis.set_xscale("log")
+    else:
+        bins = np.linspace(low, high, num_bins + 1) if high > low else num_bins
+    axis.hist(values, bins=bins, color=_SERIES_COLORS[0], edgecolor="white")
+    for index, (label, x_value) in enumerate((markers or {}).items()):
+        axis.axvline(x_value, color=_SERIES_COLORS[(index + 1) % len(_SERIES_COLORS)], linestyle=":", linewidth=2, label=label)
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if markers:
+        axis.legend(fontsize="small")
+    return axis.figure
+
+
+def plot_count_bars(counts: dict[Any, int], xlabel: str, ylabel: str, title: str, ax: Axes | None = None) -> Figure:
+    """Return a bar chart of counts, each bar labelled with its count and share of the total.
+
+    Why: boxes per image and boxes per category are small sets of counts where the exact numbers matter.
+    Explained in: chapter 01, "Boxes per image" and "Categories".
+
+    Args:
+        counts: category -> count, drawn in the given order (e.g. `series.value_counts().sort_index().to_dict()`).
+    """
+    axis = _new_axis(ax)
+    names = [str(name) for name in counts]
+    total = sum(counts.values())
+    bars = axis.bar(names, list(counts.values()), color=_SERIES_COLORS[0])
+    axis.bar_label(bars, labels=[f"{count} ({count / total:.0%})" for count in counts.values()], fontsize="small")
+    axis.margins(y=0.15)  # room for the labels above the tallest bar
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if max(len(name) for name in names) > 8:
+        axis.tick_params(axis="x", labelrotation=20)
+    return axis.figure
+
+
+def plot_box_centre_heatmap(box_stats: pd.DataFrame, num_bins: int = 10, ax: Axes | None = None) -> Figure:
+    """Return a heatmap of where box centres fall, in image coordinates (top of the image at the top).
+
+    Why: if tables sit in one place, a model can score well by guessing that place; the heatmap shows
+    how much a constant guess would get right.
+    Explained in: chapter 01, "Box shapes and positions".
+
+    Args:
+        box_stats: `vlmlib.dataset_stats.compute_box_stats` output (columns centre_x, centre_y, 0-1).
+    """
+    axis = _new_axis(ax, (FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.2))
+    counts, _, _ = np.histogram2d(box_stats["centre_y"], box_stats["centre_x"], bins=num_bins, range=[[0, 1], [0, 1]])
+    image = axis.imshow(counts, extent=(0, 1, 1, 0), cmap="viridis", origin="upper")
+    axis.figure.colorbar(image, ax=axis, label="number of boxes")
+    axis.set(xlabel="box centre x (fraction of image width)", ylabel="box centre y (fraction of image height)",
+             title=f"Where box centres fall ({len(box_stats)} boxes)")
+    return axis.figure
+
+
+def plot_box_size_scatter(box_stats: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Return box width against box height (fractions of the image), one colour per category.
+
+    Why: shows at once how big tables are, whether they are square, and whether categories differ in size.
+    Explained in: chapter 01, "Box shapes and positions".
+    """
+    axis = _new_axis(ax, (FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.2))
+    for index, (category_name, group) in enumerate(box_stats.groupby("category_name", sort=True)):
+        axis.scatter(group["width_fraction"], group["height_fraction"], s=14, alpha=0.7,
+                     color=_SERIES_COLORS[index % len(_SERIES_COLORS)], label=f"{category_name} ({len(group)})")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="square in fractions")
+    axis.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="box width (fraction of image width)",
+             ylabel="box height (fraction of image height)", title="Box sizes by category")
+    axis.legend(fontsize="small", loc="upper left")
+    return axis.figure
+
+
+def plot_patch_grid(image: Image.Image, resized_width_px: int, resized_height_px: int, patch_size_px: int = 14,
+                    merge_size: int = 2, ax: Axes | None = None) -> Figure:
+    """Return the image at the processor's size with its patches (thin lines) and image tokens (thick lines).
+
+    Why: one picture shows what `<|image_pad|>` means: each thick cell is one token, made of
+    `merge_size` x `merge_size` patches of `patch_size_px` pixels.
+    Explained in: chapter 02, "From pixels to image tokens".
+
+    Args:
+        resized_width_px, resized_height_px: from `vlmlib.dataset_stats.compute_image_token_budget`.
+    """
+    axis = _new_axis(ax)
+    axis.imshow(image.convert("RGB").resize((resized_width_px, resized_height_px)))
+    token_px = patch_size_px * merge_size
+    for position in range(0, max(resized_width_px, resized_height_px) + 1, patch_size_px):
+        is_token_edge = position % token_px == 0
+        style = {"color": "white", "linewidth": 1.2 if is_token_edge else 0.4, "alpha": 0.9 if is_token_edge else 0.5}
+        if position <= resized_width_px:
+            axis.axvline(position - 0.5, **style)
+        if position <= resized_height_px:
+            axis.axhline(position - 0.5, **style)
+    num_tokens = (resized_width_px // token_px) * (resized_height_px // token_px)
+    axis.set(xlabel="x (px, after resizing)", ylabel="y (px, after resizing)",
+             title=f"{resized_width_px}x{resized_height_px} px: {num_tokens * merge_size**2} patches, {num_tokens} image tokens")
+    return axis.figure
+
+
+def _token_kind(token: str) -> str:
+    """Return the `_TOKEN_KIND_STYLES` key for a token's text."""
+    if token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        return "chat"
+    if token.startswith(("<|vision", "<|image_pad")):
+        return "vision"
+    if token.startswith(("<|object_ref", "<|box_")):
+        return "grounding"
+    return "text"
+
+
+def _collapse_runs(tokens: Sequence[str], min_run: int = 3) -> list[str]:
+    """Replace a run of `min_run` or more identical tokens by one cell "token x count"."""
+    collapsed: list[str] = []
+    index = 0
+    while index < len(tokens):
+        end = index
+        while end < len(tokens) and tokens[end] == tokens[index]:
+            end += 1
+        collapsed += [f"{tokens[index]} x{end - index}"] if end - index >= min_run else list(tokens[index:end])
+        index = end
+    return collapsed
+
+
+def plot_token_strip(token_texts: Sequence[str], title: str, max_row_chars: int = 110) -> Figure:
+    """Return the tokens of a text as a row-wrapped strip of cells, coloured by kind of token.
+
+    Why: the chat template hides many special tokens; drawing each token as a cell shows where the
+    image, the prompt and the answer sit, and that box coordinates are one token per digit.
+    Explained in: chapter 02, "The chat template and its special tokens".
+
+    Args:
+        token_texts: one string per token, as decoded one at a time (`tokenizer.decode([token_id])`);
+            newlines are drawn as "\\n", and runs of one token (the image pads) as "token xN".
+        max_row_chars: characters per row before wrapping.
+    """
+    cells = [text.replace("\n", "\\n") for text in _collapse_runs(list(token_texts))]
+    rows: list[list[str]] = [[]]
+    for cell in cells:
+        if rows[-1] and sum(len(text) + 1 for text in rows[-1]) + len(cell) > max_row_chars:
+            rows.append([])
+        rows[-1].append(cell)
+    figure = new_figure((GRID_FIGURE_SIZE[0], 0.32 * len(rows) + 1.0))
+    axis = figure.add_subplot()
+    axis.set(xlim=(0, max_row_chars), ylim=(len(rows), -0.2))
+    axis.set_axis_off()
+    for row_index, row in enumerate(rows):
+        x_position = 0.0
+        for cell in row:
+            kind = _token_kind(cell.split(" x")[0])
+            axis.text(x_position, row_index + 0.5, cell, family="monospace", fontsize=8, va="center",
+                      bbox={"boxstyle": "square,pad=0.15", "facecolor": _TOKEN_KIND_STYLES[kind][0], "edgecolor": "#999999"})
+            x_position += len(cell) + 1
+    handles = [Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor=color, markeredgecolor="#999999", label=label)
+               for color, label in _TOKEN_KIND_STYLES.values()]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_record(record: dict[str, Any], show_boxes: bool = True, ax: Axes | None = None) -> Figure:
+    """Return one record's image, with its ground-truth boxes (solid blue) unless `show_boxes` is False.
+
+    Why: the explorer's view, and the simplest look at one annotation; the x label gives each box on
+    Qwen2-VL's 0-1000 grid, the form the model will be asked to write.
+    Explained in: chapter 01, "Browsing the records".
+    """
+    from vlmlib.boxes import convert_hub_box_to_qwen
+
+    axis = _new_axis(ax, (FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.3))
+    image, objects = record["image"], record["objects"]
+    width_px, height_px = image.size
+    boxes_xyxy = [convert_hub_box_to_xyxy(box_hub, width_px, height_px) for box_hub in objects["bbox"]]
+    axis.imshow(draw_boxes(image, boxes_xyxy, ground_truth_labels=objects["category_name"]) if show_boxes else image)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    boxes_qwen = [f"{name} {convert_hub_box_to_qwen(box_hub)}" for box_hub, name in zip(objects["bbox"], objects["category_name"])]
+    axis.set_xlabel("box_qwen: " + "\n".join(boxes_qwen), fontsize="small")
+    axis.set_title(f"{record['image_id']}: {width_px}x{height_px} px, {len(boxes_xyxy)} box{'es' if len(boxes_xyxy) != 1 else ''}")
+    return axis.figure
+
+
+class RecordExplorer:
+    """A slider over records and a "show boxes" checkbox; where no kernel runs, a still picture of the first record.
+
+    Why: browsing dozens of records by hand catches odd annotations that summary plots hide, and a
+    rendered page (no kernel behind it) should still show something useful.
+    Explained in: chapter 01, "Browsing the records".
+
+    Displayed in Jupyter, the output holds both the live widget and a PNG of its first view; JupyterLab
+    shows the widget, and the book shows the PNG (its `_config.yml` ranks widget views below images).
+    """
+
+    def __init__(self, records: Sequence[dict[str, Any]]) -> None:
+        import ipywidgets  # imported here: only the explorer needs it
+
+        self.records = records
+        self.index_slider = ipywidgets.IntSlider(value=0, min=0, max=len(records) - 1, description="record")
+        self.box_checkbox = ipywidgets.Checkbox(value=True, description="show boxes")
+        output = ipywidgets.interactive_output(self._show, {"index": self.index_slider, "show_boxes": self.box_checkbox})
+        self.widget = ipywidgets.VBox([ipywidgets.HBox([self.index_slider, self.box_checkbox]), output])
+
+    def _show(self, index: int, show_boxes: bool) -> None:
+        from IPython.display import display
+
+        display(plot_record(self.records[index], show_boxes))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        import base64
+        import io
+
+        buffer = io.BytesIO()
+        plot_record(self.records[self.index_slider.value], self.box_checkbox.value).savefig(buffer, format="png", dpi=100)
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        bundle["text/plain"] = f"RecordExplorer over {len(self.records)} records"
+        return bundle
+
+
+def build_record_explorer(records: Sequence[dict[str, Any]]) -> RecordExplorer:
+    """Return an explorer over the records: a slider picks one, a checkbox toggles its boxes.
+
+    Explained in: chapter 01, "Browsing the records".
+
+    Args:
+        records: Hub-schema records with decoded PIL images, e.g. `[dataset[index] for index in range(50)]`.
+    Raises:
+        ValueError: no records.
+    """
+    if len(records) == 0:
+        raise ValueError("build_record_explorer got no records; pass at least one, e.g. [dataset[0]].")
+    return RecordExplorer(records)

@@ -1,0 +1,214 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lab 2: image tokens and answers
+#
+# This lab goes with chapter 2, "Model understanding". You will write the arithmetic and the parsing
+# that sit on either side of the model:
+#
+# 1. **2.1** count the `<|image_pad|>` tokens of an image from the processor's `image_grid_thw` (warm-up);
+# 2. **2.2** count them from the image size and the pixel budget alone, by redoing the processor's resize;
+# 3. **2.3** parse a model answer into boxes;
+# 4. **2.4** say why an answer gives no box.
+#
+# **How it works.** Each exercise is a code cell with a `TODO` and a `raise NotImplementedError`.
+# Replace those two lines with your code, run the cell, then run the check cell below it. The check
+# prints how many cases passed; if one fails, it shows the input, the expected and the actual
+# result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
+
+# %% [markdown] tags=["solution"]
+# > **This is the solved lab**, the single source of `labs/lab_02_model.ipynb`: `vlmlib make-labs`
+# > replaces each `BEGIN SOLUTION` ... `END SOLUTION` region with a TODO and drops the cells tagged
+# > `solution` (like this one).
+
+# %% [markdown]
+# ## Setup
+#
+# The processor is all the first two exercises need: it loads in a second under both profiles.
+
+# %%
+import math
+import re
+
+from PIL import Image
+
+from vlmlib import checks, models
+from vlmlib.config import load_config
+
+config = load_config()
+processor = models.load_processor(config)
+min_pixels, max_pixels = models.get_pixel_budget(processor)
+print(f"profile {config.profile}: pixel budget {min_pixels:,} to {max_pixels:,} pixels")
+
+# %% [markdown]
+# ## Exercise 2.1: image tokens from the processor's grid
+#
+# The image processor returns `image_grid_thw`: one row per image, the number of 14x14 patches in
+# time (1 for a still image), height and width. The patch merger then joins each 2x2 block of patches
+# into one token. Here is the grid of a blank 300x200 px image:
+
+# %%
+image = Image.new("RGB", (300, 200), "white")
+grid_thw = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+grid_thw
+
+# %% [markdown]
+# Write `count_image_tokens_from_grid(grid_thw)`, returning the number of `<|image_pad|>` tokens as an int.
+
+# %% tags=["exercise"]
+def count_image_tokens_from_grid(grid_thw: list[int]) -> int:
+    """Return the number of <|image_pad|> tokens of one image from its (time, height, width) patch grid."""
+    # BEGIN SOLUTION: multiply the three numbers, then divide by the 2x2 patches that merge into one token (use //)
+    time_patches, height_patches, width_patches = grid_thw
+    return time_patches * height_patches * width_patches // 4
+    # END SOLUTION
+
+
+# %%
+checks.check_count_image_tokens_from_grid(count_image_tokens_from_grid)
+
+# %% [markdown]
+# ## Exercise 2.2: image tokens from the size and the pixel budget
+#
+# Before cutting patches, the processor resizes the image so that both sides are multiples of 28
+# (two patches) and the area lies between `min_pixels` and `max_pixels`, keeping the aspect ratio:
+#
+# 1. round each side to the nearest multiple of 28;
+# 2. if the area is now above `max_pixels`: divide both **original** sides by
+#    `beta = sqrt(width * height / max_pixels)` and round each **down** to a multiple of 28 (at least 28);
+# 3. else if it is below `min_pixels`: multiply both original sides by `beta = sqrt(min_pixels / (width * height))`
+#    and round each **up** to a multiple of 28.
+#
+# Each 28x28 block of the resized image is then one `<|image_pad|>` token. Write
+# `count_image_tokens(width_px, height_px, min_pixels, max_pixels)`. Chapter 2, "From pixels to image
+# tokens", walks through examples; `vlmlib.dataset_stats.compute_image_token_budget` is the answer.
+
+# %% tags=["exercise"]
+def count_image_tokens(width_px: int, height_px: int, min_pixels: int, max_pixels: int) -> int:
+    """Return the number of <|image_pad|> tokens Qwen2-VL's processor makes of an image of this size."""
+    factor = 28  # 2x2 patches of 14 px
+    # BEGIN SOLUTION: resize as in the three steps above (math.floor, math.ceil), then count 28x28 blocks
+    height_bar, width_bar = round(height_px / factor) * factor, round(width_px / factor) * factor
+    if height_bar * width_bar > max_pixels:
+        beta = math.sqrt(height_px * width_px / max_pixels)
+        height_bar = max(factor, math.floor(height_px / beta / factor) * factor)
+        width_bar = max(factor, math.floor(width_px / beta / factor) * factor)
+    elif height_bar * width_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height_px * width_px))
+        height_bar = math.ceil(height_px * beta / factor) * factor
+        width_bar = math.ceil(width_px * beta / factor) * factor
+    return (height_bar // factor) * (width_bar // factor)
+    # END SOLUTION
+
+
+# %%
+checks.check_count_image_tokens(count_image_tokens)
+
+# %% [markdown]
+# **Question.** Under the `full` profile's budget (`max_pixels` = 501,760), how many image tokens do a
+# 3024x4032 phone photo and a 1512x2016 copy of it cost? What does that tell you about downscaling
+# photos before training?
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Both cost the same (640 tokens; the check's "phone photo" case): above `max_pixels` the
+# processor shrinks every photo to the same area, so shrinking them first saves disk and decoding
+# time, never tokens.
+
+# %% [markdown]
+# ## Exercise 2.3: from an answer to boxes
+#
+# A fine-tuned model answers with one group per box,
+# `<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(560,910)<|box_end|>`,
+# but a real answer can lose its special tokens (decoding with `skip_special_tokens=True`), stop in
+# the middle of a box (`max_new_tokens` ran out), or hold numbers off the 0-1000 grid. Write
+# `parse_boxes(text)`, returning a list of `(x1, y1, x2, y2)` tuples of ints, one per **valid** box
+# in the order they appear: every coordinate from 0 to 1000, `x2 > x1` and `y2 > y1`. A regular
+# expression with `re.finditer` is the tool; `vlmlib.parsing.parse_box_answer` is the full version.
+
+# %% tags=["exercise"]
+def parse_boxes(text: str) -> list[tuple[int, int, int, int]]:
+    """Return every valid (x1, y1, x2, y2) box on the 0-1000 grid written in the answer, in order."""
+    # BEGIN SOLUTION: find every "(x1,y1),(x2,y2)" with re.finditer, convert to ints, keep only the valid boxes
+    pattern = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+    boxes = []
+    for match in pattern.finditer(text):
+        x1, y1, x2, y2 = (int(value) for value in match.groups())
+        if max(x1, y1, x2, y2) <= 1000 and x2 > x1 and y2 > y1:
+            boxes.append((x1, y1, x2, y2))
+    return boxes
+    # END SOLUTION
+
+
+# %%
+checks.check_parse_boxes(parse_boxes)
+
+# %% [markdown]
+# ## Exercise 2.4: why an answer gives no box
+#
+# Counting parse failures is one of chapter 6's metrics, and *why* they fail tells you what to fix.
+# Write `describe_parse_failure(text)`, returning `None` when at least one valid box parses, else
+# the first that applies of:
+#
+# - `"empty answer"`: nothing but whitespace;
+# - `"all boxes rejected"`: whole boxes were found, but none is valid;
+# - `"truncated box"`: the text ends inside a box, an opening `(` followed by a digit with no full box after it;
+# - `"no box found"`: anything else.
+#
+# Reuse your `parse_boxes`.
+
+# %% tags=["exercise"]
+def describe_parse_failure(text: str) -> str | None:
+    """Return None if the answer holds a valid box, else why not (one of four short reasons)."""
+    # BEGIN SOLUTION: test the four cases in order: whitespace only, valid boxes, whole but invalid boxes, an unfinished box
+    if not text.strip():
+        return "empty answer"
+    if parse_boxes(text):
+        return None
+    if re.search(r"\(\s*\d+\s*,\s*\d+\s*\)\s*,\s*\(\s*\d+\s*,\s*\d+\s*\)", text):
+        return "all boxes rejected"
+    if re.search(r"\(\s*\d[\d\s,()]*$", text):
+        return "truncated box"
+    return "no box found"
+    # END SOLUTION
+
+
+# %%
+checks.check_describe_parse_failure(describe_parse_failure)
+
+# %% [markdown]
+# ## The model's own answers
+#
+# Time to read real answers. This cell asks the profile's model about two evaluation images and
+# parses the answers with the library's parser (so it runs before you finish the exercises). Under
+# `tiny` the model is untrained, so expect "no box found"; under `full`, Qwen2-VL-2B-Instruct usually
+# answers in the grounding format already.
+
+# %%
+import pandas as pd
+
+from vlmlib import data, inference, parsing
+
+model = models.load_model(config)
+records = [data.load_configured_splits(config)["eval"][index] for index in range(2)]
+answers = inference.generate_answers(model, processor, records, max_new_tokens=config.callbacks.max_new_tokens)
+pd.DataFrame({"answer": answers, "failure": [parsing.parse_box_answer(answer).failure_reason for answer in answers]})
+
+# %% [markdown]
+# ## What you built
+#
+# - The processor's arithmetic: from an image's size and the pixel budget to its `<|image_pad|>` count.
+# - A parser for grounding answers that skips truncated and invalid boxes instead of crashing.
+# - A classifier of parse failures: the numbers chapter 6 reports.

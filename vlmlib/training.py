@@ -1,0 +1,223 @@
+"""Fine-tune Qwen2-VL with TRL's SFTTrainer: the config in, a saved adapter + processor + config out.
+
+Why: chapters 04 and 05, `vlmlib train` and the tests all train through these few functions, so a
+run in a notebook and a run on the command line are the same run.
+Explained in: chapter 05, "Training".
+
+The pieces, in the order `train` uses them:
+1. `build_sft_config`: TRL's `SFTConfig` from our `TrainingConfig` (CPU or CUDA settings).
+2. `AnswerLossSFTTrainer`: SFTTrainer whose loss projects only the labelled positions to the vocabulary.
+3. `build_trainer`: model (with LoRA), collator, data, callbacks, wired together.
+4. `save_run`: adapter (or full model), processor and the resolved config in one folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+import yaml
+from peft import PeftModel
+from transformers import PrinterCallback, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, TrainerCallback, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from vlmlib.callbacks import IoUEvalCallback, build_callbacks
+from vlmlib.collators import IGNORE_INDEX, build_collator
+from vlmlib.config import Config, config_to_dict
+from vlmlib.data import load_configured_splits
+from vlmlib.models import apply_lora, load_model_and_processor, resolve_device
+
+__all__ = [
+    "RUN_CONFIG_FILE",
+    "AnswerLossSFTTrainer",
+    "TrainingRun",
+    "build_sft_config",
+    "build_trainer",
+    "compute_answer_loss",
+    "save_run",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG_FILE = "vlmlib_config.yaml"  # the resolved config, saved beside the adapter
+
+
+def build_sft_config(config: Config, output_dir: Path | str | None = None, **overrides: Any) -> SFTConfig:
+    """Return TRL's SFTConfig for our training settings.
+
+    Why: a few TRL defaults are wrong for this task and are set here, each for a stated reason.
+    Explained in: chapter 05, "The training recipe".
+    """
+    training = config.training
+    on_cpu = resolve_device(config).type == "cpu"
+    arguments: dict[str, Any] = dict(
+        output_dir=str(output_dir or training.output_dir),
+        num_train_epochs=training.num_train_epochs, max_steps=training.max_steps,
+        per_device_train_batch_size=training.per_device_train_batch_size,
+        per_device_eval_batch_size=training.per_device_eval_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=training.learning_rate, lr_scheduler_type=training.lr_scheduler_type,
+        warmup_steps=training.warmup_ratio,  # transformers 5 reads a float below 1 as a fraction of all steps
+        weight_decay=training.weight_decay, max_grad_norm=training.max_grad_norm,
+        logging_steps=training.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=training.save_steps, save_total_limit=training.save_total_limit,
+        seed=training.seed, data_seed=training.seed, report_to=training.report_to,
+        # TRL 1.x defaults to bf16 and checkpointing; the CPU trains in float32 and needs neither.
+        use_cpu=on_cpu, bf16=(not on_cpu and config.model.dtype == "bfloat16"), fp16=(not on_cpu and config.model.dtype == "float16"),
+        gradient_checkpointing=False,  # deprecated name in TRL 1.x; `activation_checkpointing` replaces it
+        activation_checkpointing=training.gradient_checkpointing and not on_cpu,
+        # Non-reentrant checkpointing lets gradients reach LoRA weights inside frozen, checkpointed layers.
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        max_length=None,  # truncation could cut image tokens away from their pixels (TRL docs, VLM fine-tuning)
+        remove_unused_columns=False,  # the collator needs the raw "image" and "objects" columns
+        dataset_kwargs={"skip_prepare_dataset": True},  # our collator builds the chat; TRL must not tokenize first
+        dataloader_num_workers=0,
+        disable_tqdm=config.callbacks.console_log,  # the console callback prints one readable line per log instead
+    )
+    arguments.update(overrides)
+    return SFTConfig(**arguments)
+
+
+def _unwrap_to_qwen(model: torch.nn.Module) -> Qwen2VLForConditionalGeneration:
+    """Return the Qwen2VLForConditionalGeneration inside DDP (`.module`) and PEFT wrappers."""
+    while not isinstance(model, Qwen2VLForConditionalGeneration):
+        model = model.module if hasattr(model, "module") else model.get_base_model()
+    return model
+
+
+def compute_answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Return the next-token cross-entropy over labelled positions, projecting only those to the vocabulary.
+
+    Why: the LM head maps each position to 151,936 logits. The standard loss does this for every
+    position, though only the ~25 answer tokens per example carry labels; on a CPU that projection is
+    most of a step. The result equals the standard loss (a test checks it).
+    Explained in: chapter 05, "A cheaper loss".
+
+    The model runs through its usual forward (so DDP, PEFT and checkpointing wrappers all apply), asked
+    for the logits of the last position only; a forward hook keeps the final hidden states.
+
+    Args:
+        inputs: a collator batch, with `labels` (batch, seq_len), -100 where nothing is learned.
+        num_items_in_batch: labelled tokens in the whole (accumulated) batch; None = this batch's count.
+    Returns:
+        Scalar loss: the sum of token losses divided by `num_items_in_batch` (or the mean).
+    """
+    labels = inputs["labels"]
+    qwen = _unwrap_to_qwen(model)
+    captured: dict[str, torch.Tensor] = {}
+    hook = qwen.model.register_forward_hook(lambda module, args, output: captured.__setitem__("hidden", output.last_hidden_state))
+    try:
+        model(**{key: value for key, value in inputs.items() if key != "labels"}, logits_to_keep=1, use_cache=False)
+    finally:
+        hook.remove()
+    targets = labels[:, 1:].to(captured["hidden"].device)  # position t predicts token t + 1
+    is_labelled = targets != IGNORE_INDEX
+    logits = qwen.lm_head(captured["hidden"][:, :-1][is_labelled]).float()  # (num_labelled, vocab)
+    loss_sum = F.cross_entropy(logits, targets[is_labelled], reduction="sum")
+    denominator = num_items_in_batch if num_items_in_batch is not None else is_labelled.sum().clamp(min=1)
+    return loss_sum / denominator
+
+
+class AnswerLossSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss projects only labelled positions to the vocabulary (`compute_answer_loss`).
+
+    Why: same loss, several times faster on a CPU (chapter 05 measures it); everything else is TRL's.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:  # evaluation asks for logits too: use TRL's full path
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        uses_item_count = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = compute_answer_loss(model, inputs, num_items_in_batch if uses_item_count else None)
+        if uses_item_count and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does: DDP averages gradients
+        return loss
+
+
+def build_trainer(
+    config: Config,
+    model: Qwen2VLForConditionalGeneration | PeftModel,
+    processor: Qwen2VLProcessor,
+    train_dataset: datasets.Dataset,
+    callbacks: Sequence[TrainerCallback] = (),
+    output_dir: Path | str | None = None,
+) -> AnswerLossSFTTrainer:
+    """Return a ready trainer: LoRA applied (if enabled and not already), our collator, our callbacks.
+
+    Why: the minimal TRL recipe (model, data, collator, SFTConfig, SFTTrainer) in one call.
+    Explained in: chapter 05, "Wiring the trainer".
+    """
+    if config.lora.enabled and not isinstance(model, PeftModel):
+        set_seed(config.training.seed)  # LoRA's A matrices start random: seed them, or reruns and resumes differ
+        model = apply_lora(model, config)
+    collator = build_collator(config.training.collator, processor, config.data.prompt, config.data.system_message,
+                              config.training.mask_strategy)
+    trainer = AnswerLossSFTTrainer(
+        model=model, args=build_sft_config(config, output_dir), train_dataset=train_dataset,
+        data_collator=collator, processing_class=processor, callbacks=list(callbacks),
+    )
+    if config.callbacks.console_log:
+        trainer.remove_callback(PrinterCallback)  # ConsoleLogCallback prints the same logs, one line each
+    return trainer
+
+
+def save_run(trainer: SFTTrainer, processor: Qwen2VLProcessor, config: Config, output_dir: Path | str) -> Path:
+    """Save the adapter (or full model), the processor and the resolved config together, on the main process only.
+
+    Why: one folder is then enough to evaluate, predict or merge; `vlmlib evaluate --model DIR` reads it.
+    Explained in: chapter 05, "Saving the run".
+    """
+    output_dir = Path(output_dir)
+    trainer.save_model(str(output_dir))  # the Trainer already writes on the main process only
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        (output_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return output_dir
+
+
+@dataclass
+class TrainingRun:
+    """What `train` returns: where the run was saved, its log, and the live trainer (model included)."""
+
+    output_dir: Path
+    log_history: list[dict[str, Any]]
+    trainer: AnswerLossSFTTrainer
+
+
+def train(
+    config: Config,
+    output_dir: Path | str | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+    model: Qwen2VLForConditionalGeneration | PeftModel | None = None,
+    processor: Qwen2VLProcessor | None = None,
+    splits: datasets.DatasetDict | None = None,
+) -> TrainingRun:
+    """Train as the config says, then save adapter, processor and config to `output_dir`.
+
+    Why: the whole loop in one call, shared by chapter 05 and `vlmlib train`.
+    Explained in: chapter 05, "A short real run".
+
+    Args:
+        output_dir: defaults to `training.output_dir`; checkpoints go to `checkpoint-N` folders inside.
+        resume_from_checkpoint: a checkpoint folder, or True for the latest one in `output_dir`.
+        model, processor, splits: pass them to reuse objects already loaded (chapters do); else loaded from the config.
+    """
+    output_dir = Path(output_dir or config.training.output_dir)
+    if model is None or processor is None:
+        model, processor = load_model_and_processor(config)
+    splits = splits if splits is not None else load_configured_splits(config)
+    callbacks = build_callbacks(config, processor, [splits["eval"][index] for index in range(min(len(splits["eval"]), config.callbacks.iou_eval_num_samples))])
+    trainer = build_trainer(config, model, processor, splits["train"], callbacks, output_dir)
+    for callback in callbacks:
+        if isinstance(callback, IoUEvalCallback):
+            callback.attach(trainer)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    save_run(trainer, processor, config, output_dir)
+    return TrainingRun(output_dir=output_dir, log_history=list(trainer.state.log_history), trainer=trainer)
