@@ -123,9 +123,9 @@ checks.check_count_image_tokens(count_image_tokens)
 # photos before training?
 
 # %% [markdown] tags=["solution"]
-# **Answer.** Both cost the same (640 tokens; the check's "phone photo" case): above `max_pixels` the
-# processor shrinks every photo to the same area, so shrinking them first saves disk and decoding
-# time, never tokens.
+# **Answer.** Both cost the same number of tokens (the check's "a phone photo above max_pixels" case
+# gives it): above `max_pixels` the processor shrinks every photo of one shape to the same size, so
+# shrinking photos beforehand saves disk space and decoding time, never tokens.
 
 # %% [markdown]
 # ## Exercise 2.3: from an answer to boxes

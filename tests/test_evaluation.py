@@ -397,7 +397,7 @@ def test_plot_prediction_gallery_puts_the_iou_in_each_title() -> None:
                    make_prediction("lost", [SQUARE_XYXY], failure_reason="truncated box")]
     figure = plot_prediction_gallery(records, predictions)
     titles = [axis.get_title() for axis in figure.axes]
-    assert titles == ["shifted\nIoU 0.64", "lost\nIoU 0 (no box: truncated box)"]
+    assert titles == ["shifted\nIoU 0.64", "lost\nIoU 0, parse failure: truncated box"]
 
 
 def test_plot_prediction_gallery_rejects_records_in_another_order() -> None:

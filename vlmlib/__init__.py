@@ -12,11 +12,19 @@ of the pipeline is written once:
 | `synthetic` | the tiny profile's synthetic dataset, in the Hub schema              |
 | `tiny`      | the tiny profile's processor (real vocabulary) and random model      |
 | `models`    | loading either profile's model and processor, LoRA                   |
-| `inference` | batched generation                                                   |
+| `collators` | `CollatorV1` to `CollatorV3`: which tokens the loss sees              |
+| `training`  | SFTTrainer wiring, the answer-only loss, saving a run                |
+| `callbacks` | gradient norms, IoU on held-out images while training, console log   |
+| `inference` | batched generation, with a confidence per answer                     |
 | `parsing`   | reading boxes back from answers                                      |
 | `metrics`   | IoU and one-to-one matching                                          |
-| `viz`       | boxes on images, image grids                                         |
-| `cli`       | `vlmlib make-tiny`, `vlmlib info`, ...                               |
+| `evaluation`| a split's report: mean IoU, P/R/F1, mAP, parse failures              |
+| `coco`      | COCO mAP through pycocotools                                         |
+| `merging`   | merge a LoRA adapter and prove the answers did not change            |
+| `viz`       | boxes on images, grids, the course's plots                           |
+| `dataset_stats` | per-image and per-box statistics for chapter 01                  |
+| `checks`, `labs` | lab self-checks, and the generator of labs/ from solutions/     |
+| `cli`       | `vlmlib train`, `evaluate`, `predict`, `merge-lora`, `make-tiny`, ...|
 """
 
 import logging

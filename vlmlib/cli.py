@@ -36,6 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     make_tiny.add_argument("--rebuild", action="store_true", help="delete the cached copies first")
     show_config = commands.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_arguments(show_config)
+    train = commands.add_parser("train", help="fine-tune with SFTTrainer; saves adapter, processor and config together")
+    _add_config_arguments(train)
+    train.add_argument("--output-dir", type=Path, help="where to save (default: training.output_dir)")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                       help="resume from the latest checkpoint in the output folder, or from CHECKPOINT")
+    evaluate = commands.add_parser("evaluate", help="score a trained model (or, without --model, the base model zero-shot)")
+    _add_config_arguments(evaluate)
+    evaluate.add_argument("--model", type=Path, help="a run folder from `vlmlib train` or `vlmlib merge-lora`")
+    evaluate.add_argument("--split", choices=["eval", "train"], default="eval", help="which split to score (default: eval)")
+    evaluate.add_argument("--limit", type=int, help="score only the first N images")
+    evaluate.add_argument("--output", type=Path, help="JSON report path (default: MODEL/evaluation_SPLIT.json or outputs/)")
+    predict = commands.add_parser("predict", help="find the nutrition tables in image files")
+    predict.add_argument("--model", type=Path, required=True, help="a run folder from `vlmlib train` or `vlmlib merge-lora`")
+    predict.add_argument("--image", type=Path, nargs="+", required=True, help="one or more image files")
+    predict.add_argument("--save-dir", type=Path, help="also save each image with its boxes drawn, here")
+    merge = commands.add_parser("merge-lora", help="merge a run's LoRA adapter into the base model and check the answers match")
+    merge.add_argument("--model", type=Path, required=True, help="a run folder with an adapter")
+    merge.add_argument("--output", type=Path, required=True, help="folder for the merged model")
+    merge.add_argument("--num-check", type=int, default=8, help="held-out images to compare answers on (default: 8)")
     make_labs = commands.add_parser("make-labs", help="write labs/ from solutions/ (TODOs in place of the solution regions)")
     make_labs.add_argument("--check", action="store_true", help="write nothing; exit 1 if labs/ differs from what would be written")
     make_labs.add_argument("--solutions", type=Path, default=Path("solutions"), help="folder of solved labs (default: solutions)")
@@ -85,7 +104,102 @@ def _run_make_labs(arguments: argparse.Namespace) -> int:
     return 1
 
 
-_COMMANDS = {"make-tiny": _run_make_tiny, "show-config": _run_show_config, "make-labs": _run_make_labs}
+def _run_train(arguments: argparse.Namespace) -> int:
+    from vlmlib.training import train
+
+    config = load_config(*arguments.config, overrides=arguments.overrides)
+    print(f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})")
+    run = train(config, output_dir=arguments.output_dir, resume_from_checkpoint=arguments.resume)
+    print(f"saved adapter, processor and config to {run.output_dir}")
+    return 0
+
+
+def _run_evaluate(arguments: argparse.Namespace) -> int:
+    from vlmlib.data import load_configured_splits
+    from vlmlib.evaluation import evaluate_model
+
+    if arguments.model is not None:
+        from vlmlib.models import load_run
+
+        model, processor, config = load_run(arguments.model, overrides=arguments.overrides)
+    else:
+        from vlmlib.models import load_model_and_processor
+
+        config = load_config(*arguments.config, overrides=arguments.overrides)
+        model, processor = load_model_and_processor(config)
+    split = load_configured_splits(config)[arguments.split]
+    if arguments.limit is not None:
+        split = split.select(range(min(arguments.limit, len(split))))
+    report, _ = evaluate_model(model, processor, split, config, show_progress=True)
+    output = arguments.output or (arguments.model or Path(config.training.output_dir)) / f"evaluation_{arguments.split}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report.save_json(output)
+    print(report.summary_table(name=str(arguments.model or "zero-shot")).T.to_string())
+    print(f"report written to {output}")
+    return 0
+
+
+def _open_image_record(path: Path) -> dict:
+    """Return a Hub-schema-like record for an image file (no ground truth), or raise naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"image {path} does not open ({error}); pass a JPEG or PNG file") from None
+    image = image.convert("RGB")
+    return {"image_id": path.stem, "image": image, "width": image.width, "height": image.height,
+            "objects": {"bbox": [], "category_id": [], "category_name": []}}
+
+
+def _run_predict(arguments: argparse.Namespace) -> int:
+    from vlmlib.boxes import convert_qwen_box_to_xyxy
+    from vlmlib.inference import generate_answers
+    from vlmlib.models import load_run
+    from vlmlib.parsing import parse_box_answer
+    from vlmlib.viz import draw_boxes
+
+    records = [_open_image_record(path) for path in arguments.image]  # fail on a bad file before loading the model
+    model, processor, config = load_run(arguments.model)
+    answers = generate_answers(model, processor, records, config.data.prompt, config.data.system_message,
+                               config.callbacks.max_new_tokens, show_progress=True)
+    for path, record, answer in zip(arguments.image, records, answers):
+        parsed = parse_box_answer(answer)
+        boxes_xyxy = [convert_qwen_box_to_xyxy(box.box_qwen, record["width"], record["height"]) for box in parsed.boxes]
+        described = "; ".join(f"{box.label} ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) px"
+                              for box, (x1, y1, x2, y2) in zip(parsed.boxes, boxes_xyxy))
+        print(f"{path}: {described or 'no box (' + str(parsed.failure_reason) + ')'}")
+        if arguments.save_dir is not None:
+            arguments.save_dir.mkdir(parents=True, exist_ok=True)
+            drawn = draw_boxes(record["image"], predicted_xyxy=boxes_xyxy, predicted_labels=[box.label for box in parsed.boxes])
+            drawn.save(arguments.save_dir / f"{path.stem}_boxes.png")
+    if arguments.save_dir is not None:
+        print(f"annotated images written to {arguments.save_dir}")
+    return 0
+
+
+def _run_merge_lora(arguments: argparse.Namespace) -> int:
+    from vlmlib.merging import merge_lora
+
+    report = merge_lora(arguments.model, arguments.output, num_check_records=arguments.num_check)
+    print(f"merged model written to {report.output_dir}")
+    print(f"check: {report.num_identical} of {report.num_checked} greedy answers identical to base + adapter "
+          f"(largest logit difference {report.max_logit_difference:.2e})")
+    for image_id, before, after in report.mismatches:
+        print(f"  differs on {image_id}: adapter {before!r} vs merged {after!r}")
+    if not report.is_equivalent:
+        print("vlmlib merge-lora: error: the merged model answers differently; do not use it", file=sys.stderr)
+        return 1
+    return 0
+
+
+_COMMANDS = {
+    "make-tiny": _run_make_tiny, "show-config": _run_show_config, "train": _run_train, "evaluate": _run_evaluate,
+    "predict": _run_predict, "merge-lora": _run_merge_lora, "make-labs": _run_make_labs,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

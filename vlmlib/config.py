@@ -28,6 +28,7 @@ import yaml
 __all__ = [
     "CONFIG_DIR",
     "PROFILE_ENV_VAR",
+    "RUN_CONFIG_FILE",
     "CallbacksConfig",
     "Config",
     "ConfigError",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+RUN_CONFIG_FILE = "vlmlib_config.yaml"  # the resolved config a training run saves beside its adapter
 PROFILE_ENV_VAR = "VLM_PROFILE"
 Profile = Literal["tiny", "full"]
 
@@ -75,6 +77,7 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     intermediate_size: int = 512
     mrope_section: list[int] = field(default_factory=lambda: [4, 6, 6])  # sums to head_dim / 2 = 16
+    rope_theta: float = 1000000.0
     vision_embed_dim: int = 64
     vision_depth: int = 2
     vision_num_heads: int = 4

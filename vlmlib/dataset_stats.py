@@ -38,6 +38,7 @@ __all__ = [
 
 PATCH_SIZE_PX = 14  # Qwen2-VL's vision tower cuts the image into 14x14 patches
 MERGE_SIZE = 2  # the patch merger joins 2x2 neighbouring patches into one token
+MIN_BOXES_PER_LABEL = 30  # a rule of thumb: fewer training examples than this, and a class label is mostly guessed
 _STAT_COLUMNS = ["image_id", "width", "height", "objects"]
 
 
@@ -165,11 +166,12 @@ class TrainingRecommendations:
     recommended_max_new_tokens: int
     prompt_tokens: int
     max_sequence_tokens: int  # the longest image's tokens + the chat (system, prompt, longest answer), recommended budget
-    category_shares: dict[str, float]
+    category_counts: dict[str, int]  # boxes per category, most common first
 
     def to_frame(self) -> pd.DataFrame:
         """Return the recommendations as a table: setting, recommended value, and the measurement behind it."""
-        rarest = min(self.category_shares, key=self.category_shares.get)
+        rarest = min(self.category_counts, key=self.category_counts.get)
+        rare = [name for name, count in self.category_counts.items() if count < MIN_BOXES_PER_LABEL]
         rows = [
             ("model.max_pixels", f"{self.recommended_max_pixels:,}",
              f"smallest budget that leaves {self.coverage:.0%} of boxes at >= {self.target_box_side_px} px on their shorter "
@@ -184,8 +186,10 @@ class TrainingRecommendations:
             ("max sequence length", f">= {self.max_sequence_tokens}",
              f"the longest image's tokens + system message, prompt ({self.prompt_tokens} tokens) and longest answer; "
              "truncating shorter cuts answers or image tokens"),
-            ("labels", "keep the category name",
-             f"rarest category {rarest!r} is {self.category_shares[rarest]:.1%} of boxes"),
+            ("labels", f"merge {', '.join(rare)} into {next(iter(self.category_counts))!r}" if rare else "keep the category names",
+             f"the rarest category, {rarest!r}, has {self.category_counts[rarest]} boxes "
+             f"({self.category_counts[rarest] / sum(self.category_counts.values()):.1%}); "
+             f"a label needs at least {MIN_BOXES_PER_LABEL} to be learnt"),
         ]
         return pd.DataFrame(rows, columns=["setting", "recommendation", "because"])
 
@@ -263,5 +267,5 @@ def recommend_training_settings(
         recommended_max_new_tokens=int(math.ceil((answer_tokens_max * 1.25 + 1) / 16) * 16),
         prompt_tokens=prompt_tokens,
         max_sequence_tokens=int(new.max()) + chat_tokens,
-        category_shares=box_stats["category_name"].value_counts(normalize=True).to_dict(),
+        category_counts={str(name): int(count) for name, count in box_stats["category_name"].value_counts().items()},
     )

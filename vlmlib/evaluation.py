@@ -25,8 +25,6 @@ same order, and read it next to precision and recall.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import math
@@ -38,16 +36,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from vlmlib.boxes import convert_hub_box_to_xyxy, convert_qwen_box_to_xyxy
+from vlmlib.coco import average_defined, run_coco_eval
+from vlmlib.config import Config
 from vlmlib.data import CATEGORY_NAMES
 from vlmlib.metrics import compute_image_mean_iou, match_boxes
-from vlmlib.parsing import DEFAULT_LABEL, ParsedAnswer
+from vlmlib.inference import generate_scored_answers
+from vlmlib.parsing import DEFAULT_LABEL, ParsedAnswer, parse_box_answer
 
 __all__ = ["DEFAULT_SWEEP_THRESHOLDS", "EvaluationReport", "ImagePrediction", "build_image_predictions",
-           "compare_reports", "evaluate_predictions"]
+           "compare_reports", "evaluate_model", "evaluate_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -260,68 +259,20 @@ def _count_matches(predictions: Sequence[ImagePrediction], thresholds: Sequence[
     return pd.DataFrame(rows, columns=_SWEEP_COLUMNS)
 
 
-def _build_coco_dataset(predictions: Sequence[ImagePrediction], category_ids: Mapping[str, int] | None) -> tuple[dict, list]:
-    """Return COCO ground truth (a dataset dict) and detections (a result list); None means one category for all."""
-    def category_id(label: str) -> int:
-        return 1 if category_ids is None else category_ids[label]
-
-    categories = [{"id": 1, "name": "any"}] if category_ids is None else [{"id": i, "name": n} for n, i in category_ids.items()]
-    images, annotations, detections = [], [], []
-    for image_id, prediction in enumerate(predictions, start=1):  # COCO wants integer ids; ours are strings
-        images.append({"id": image_id, "width": prediction.width_px, "height": prediction.height_px})
-        for (x1, y1, x2, y2), label in zip(prediction.ground_truth_xyxy, prediction.ground_truth_labels):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id(label),
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
-        predicted = zip(prediction.predicted_xyxy, prediction.predicted_labels, prediction.predicted_scores)
-        for (x1, y1, x2, y2), label, score in predicted:
-            detections.append({"image_id": image_id, "category_id": category_id(label),
-                               "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})  # COCO boxes are (x, y, width, height)
-    return {"images": images, "annotations": annotations, "categories": categories}, detections
-
-
-def _run_coco_eval(predictions: Sequence[ImagePrediction], category_ids: Mapping[str, int] | None) -> dict[str, np.ndarray]:
-    """Run COCOeval and return its accumulated arrays: precision (T, R, K, A, M) and recall (T, K, A, M).
-
-    T: 10 IoU thresholds 0.5-0.95, R: 101 recall points, K: categories, A: area ranges (0 = all),
-    M: max detections per image (-1 = 100). Entries are -1 where undefined (a category with no ground truth).
-    """
-    ground_truth, detections = _build_coco_dataset(predictions, category_ids)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress at every step
-        coco_ground_truth = COCO()
-        coco_ground_truth.dataset = ground_truth
-        coco_ground_truth.createIndex()
-        if detections:
-            coco_detections = coco_ground_truth.loadRes(detections)
-        else:  # loadRes fails on an empty list (it reads anns[0]); an empty result set scores AP 0 instead
-            coco_detections = COCO()
-            coco_detections.dataset = {**ground_truth, "annotations": []}
-            coco_detections.createIndex()
-        coco_eval = COCOeval(coco_ground_truth, coco_detections, iouType="bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-    return coco_eval.eval
-
-
-def _average_defined(values: np.ndarray) -> float:
-    """Average the entries COCO defined (it writes -1 for undefined ones), as COCOeval.summarize does; NaN if none."""
-    defined = values[values > -1]
-    return float(defined.mean()) if defined.size else math.nan
-
-
 def _build_per_category_table(predictions: Sequence[ImagePrediction], category_names: Sequence[str]) -> pd.DataFrame:
     """Return one row per category (the given names, then any other label seen), with COCO AP and recall."""
     ground_truth_counts = Counter(label for prediction in predictions for label in prediction.ground_truth_labels)
     predicted_counts = Counter(label for prediction in predictions for label in prediction.predicted_labels)
     extra_labels = sorted((set(ground_truth_counts) | set(predicted_counts)) - set(category_names))
     category_ids = {name: index for index, name in enumerate([*category_names, *extra_labels], start=1)}
-    coco_results = _run_coco_eval(predictions, category_ids)
+    coco_results = run_coco_eval(predictions, category_ids)
     precision, recall = coco_results["precision"], coco_results["recall"]
     rows = []
     for column, name in enumerate(category_ids):  # COCOeval orders categories by id, as here
         rows.append({"category": name, "num_ground_truth": ground_truth_counts[name], "num_predicted": predicted_counts[name],
-                     "ap_50": _average_defined(precision[0, :, column, 0, -1]),
-                     "ap_50_95": _average_defined(precision[:, :, column, 0, -1]),
-                     "recall_50": _average_defined(recall[0, column, 0, -1])})
+                     "ap_50": average_defined(precision[0, :, column, 0, -1]),
+                     "ap_50_95": average_defined(precision[:, :, column, 0, -1]),
+                     "recall_50": average_defined(recall[0, column, 0, -1])})
     return pd.DataFrame(rows)
 
 
@@ -369,13 +320,13 @@ def evaluate_predictions(
     headline = sweep[np.isclose(sweep["iou_threshold"], headline_thresholds[0])].iloc[0]
     per_image = _build_per_image_table(predictions)
     parsed_ious = per_image.loc[~per_image["is_parse_failure"], "iou"]
-    coco_precision = _run_coco_eval(predictions, category_ids=None)["precision"]
+    coco_precision = run_coco_eval(predictions, category_ids=None)["precision"]
     report = EvaluationReport(
         num_images=len(predictions), num_ground_truth_boxes=int(per_image["num_ground_truth"].sum()),
         num_predicted_boxes=int(per_image["num_predicted"].sum()), num_parse_failures=int(per_image["is_parse_failure"].sum()),
         parse_failure_rate=float(per_image["is_parse_failure"].mean()), mean_iou=float(per_image["iou"].mean()),
         mean_iou_parsed=float(parsed_ious.mean()) if len(parsed_ious) else math.nan,
-        map_50=_average_defined(coco_precision[0, :, :, 0, -1]), map_50_95=_average_defined(coco_precision[:, :, :, 0, -1]),
+        map_50=average_defined(coco_precision[0, :, :, 0, -1]), map_50_95=average_defined(coco_precision[:, :, :, 0, -1]),
         iou_thresholds=headline_thresholds,
         precision=float(headline["precision"]), recall=float(headline["recall"]), f1=float(headline["f1"]),
         sweep=sweep, per_category=_build_per_category_table(predictions, category_names), per_image=per_image,
@@ -384,3 +335,24 @@ def evaluate_predictions(
     logger.info("evaluated %d images: mean IoU %.3f, %d parse failures, mAP@0.5 %.3f",
                 report.num_images, report.mean_iou, report.num_parse_failures, report.map_50)
     return report
+
+
+def evaluate_model(model, processor, split: Sequence[Mapping[str, Any]], config: Config,
+                   show_progress: bool = False) -> tuple[EvaluationReport, list[ImagePrediction]]:
+    """Answer every record of a split, parse the answers and score them: the whole evaluation in one call.
+
+    Why: the zero-shot baseline, the fine-tuned model, the CLI and chapter 06 must be scored identically.
+    Explained in: chapter 06, "Evaluation".
+
+    Each box is scored with its answer's confidence (exp of the mean token log-probability), so COCO's AP
+    ranks confident answers first instead of by image order.
+    Returns:
+        The report, and the per-image predictions (for galleries and failure analysis).
+    """
+    records = [split[index] for index in range(len(split))]
+    scored = generate_scored_answers(model, processor, records, config.data.prompt, config.data.system_message,
+                                     config.callbacks.max_new_tokens, config.training.per_device_eval_batch_size, show_progress)
+    parsed = [parse_box_answer(answer.text) for answer in scored]
+    predictions = build_image_predictions(records, parsed, answers_text=[answer.text for answer in scored],
+                                          scores=[[answer.confidence] * len(result.boxes) for answer, result in zip(scored, parsed)])
+    return evaluate_predictions(predictions), predictions

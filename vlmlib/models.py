@@ -18,7 +18,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-from vlmlib.config import Config
+from vlmlib.config import RUN_CONFIG_FILE, Config, load_config
 from vlmlib.tiny import ensure_tiny_assets
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "get_pixel_budget",
     "load_model",
     "load_model_and_processor",
+    "load_run",
     "load_processor",
     "resolve_device",
 ]
@@ -178,3 +179,30 @@ def count_parameters(model: torch.nn.Module) -> ParameterCounts:
         counts[part] += numel
         trainable += numel if parameter.requires_grad else 0
     return ParameterCounts(**counts, trainable=trainable)
+
+
+def load_run(run_dir: Path | str, overrides: list[str] | None = None) -> tuple[Qwen2VLForConditionalGeneration | PeftModel, Qwen2VLProcessor, Config]:
+    """Load a saved training run: its config, the base model with its adapter (or a full model), its processor.
+
+    Why: a run folder (`vlmlib train` or `vlmlib.training.train`) holds everything needed to use the model.
+    Explained in: chapter 06, "Loading the fine-tuned model".
+
+    Raises:
+        FileNotFoundError: the folder does not exist, or holds no adapter, no model and no saved config.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"model folder {run_dir} does not exist; pass the output folder of `vlmlib train`")
+    if not (run_dir / RUN_CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{run_dir} has no {RUN_CONFIG_FILE}; is it the output folder of `vlmlib train`?")
+    config = load_config(run_dir / RUN_CONFIG_FILE, overrides=overrides or [])
+    processor = load_processor(config, run_dir)
+    if (run_dir / "adapter_config.json").exists():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(load_model(config), run_dir)
+    elif (run_dir / "config.json").exists():
+        model = load_model(config, run_dir)  # a full fine-tune or a merged model
+    else:
+        raise FileNotFoundError(f"{run_dir} holds neither adapter_config.json nor config.json: no model was saved there")
+    return model, processor, config

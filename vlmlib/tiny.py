@@ -168,7 +168,7 @@ def build_tiny_model(config: Config) -> Qwen2VLForConditionalGeneration:
             "vocab_size": TINY_VOCAB_SIZE, "hidden_size": tiny.hidden_size, "intermediate_size": tiny.intermediate_size,
             "num_hidden_layers": tiny.num_hidden_layers, "num_attention_heads": tiny.num_attention_heads,
             "num_key_value_heads": tiny.num_key_value_heads, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(tiny.mrope_section)},
+            "rope_parameters": {"rope_type": "default", "rope_theta": tiny.rope_theta, "mrope_section": list(tiny.mrope_section)},
             "bos_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],
             "eos_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[IM_END_TOKEN],
             "pad_token_id": QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],

@@ -29,7 +29,7 @@ from trl import SFTConfig, SFTTrainer
 
 from vlmlib.callbacks import IoUEvalCallback, build_callbacks
 from vlmlib.collators import IGNORE_INDEX, build_collator
-from vlmlib.config import Config, config_to_dict
+from vlmlib.config import RUN_CONFIG_FILE, Config, config_to_dict
 from vlmlib.data import load_configured_splits
 from vlmlib.models import apply_lora, load_model_and_processor, resolve_device
 
@@ -46,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUN_CONFIG_FILE = "vlmlib_config.yaml"  # the resolved config, saved beside the adapter
 
 
 def build_sft_config(config: Config, output_dir: Path | str | None = None, **overrides: Any) -> SFTConfig:

@@ -281,7 +281,7 @@ def plot_threshold_sweep(sweeps: dict[str, pd.DataFrame], ax: Axes | None = None
 def _describe_iou(prediction: ImagePrediction) -> str:
     """Return a panel's IoU line; a parse failure scores 0, and the line says why."""
     if prediction.is_parse_failure:
-        return f"IoU 0 (no box: {(prediction.failure_reason or 'empty answer').split(':')[0]})"
+        return f"IoU 0, parse failure: {(prediction.failure_reason or 'no box').split(':')[0]}"
     return f"IoU {compute_image_mean_iou(prediction.predicted_xyxy, prediction.ground_truth_xyxy):.2f}"
 
 

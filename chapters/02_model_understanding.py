@@ -1,0 +1,389 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. Model understanding: from pixels and text to tokens, and back
+#
+# ```{note}
+# The outputs on this page were produced with the **{glue:text}`model_profile`** profile. The model
+# is {glue:text}`model_state`.
+# ```
+#
+# **Learning objectives**
+#
+# - Name Qwen2-VL's three parts (vision tower, patch merger, language model) and count their parameters.
+# - Trace an image through the processor: pixel budget, resize, patches, merged patches, `<|image_pad|>` tokens.
+# - Read the chat template of a training example and find its special tokens by name.
+# - Explain how a box answer is tokenised, digit by digit, on Qwen2-VL's 0-1000 grid.
+# - Run the model before any fine-tuning, parse its answers, and say why an answer fails to parse.
+#
+# Chapter 1 measured the data and chose a pixel budget and an answer format. This chapter opens the
+# model those choices are for: how an image and a prompt become one sequence of tokens, what the
+# answer looks like as tokens, and what the model says before we train it.
+
+# %% [markdown]
+# ## Setup
+
+# %%
+import logging
+import sys
+
+import pandas as pd
+import transformers
+from myst_nb import glue
+from PIL import Image
+
+from vlmlib import boxes, data, dataset_stats, inference, models, parsing, tokens, viz
+from vlmlib.config import load_config
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+transformers.utils.logging.disable_progress_bar()  # progress bars are noise on a rendered page
+config = load_config()
+glue("model_profile", config.profile, display=False)
+glue("model_state", "a tiny Qwen2-VL with random weights: it has never been trained, so its answers below are noise"
+     if config.profile == "tiny" else f"{config.model.name} as published, before any fine-tuning", display=False)
+config.profile
+
+# %% [markdown]
+# ## Loading the model
+#
+# `load_model_and_processor` returns the model and its processor under either profile. Under
+# `full` it is Qwen2-VL-2B-Instruct {cite}`wang2024qwen2vl` in 4-bit (QLoRA's nf4
+# {cite}`dettmers2023qlora`) on a GPU; under `tiny` it is the same architecture at tiny widths,
+# with random weights, and the real tokenizer.
+
+# %%
+model, processor = models.load_model_and_processor(config)
+type(model).__name__, type(processor).__name__
+
+# %% [markdown]
+# ```{caution}
+# Under `tiny` the model is **untrained**. Everything about its *structure* on this page (layers,
+# token counts, the chat template, the tokenisation of answers) is exactly Qwen2-VL's; everything
+# about its *answers* is noise. The prose says what to expect from the `full` profile.
+# ```
+
+# %% [markdown]
+# ## The architecture
+#
+# Qwen2-VL is three modules in a row {cite}`wang2024qwen2vl`:
+#
+# 1. the **vision tower**, a vision transformer that cuts the image into 14x14 pixel {term}`patches <patch>`
+#    and turns each into a vector;
+# 2. the **patch merger**, a small MLP that joins each 2x2 block of neighbouring patch vectors into
+#    one vector the size of the language model's embeddings: one {term}`image token`;
+# 3. the **language model**, a Qwen2 decoder that reads the image tokens in place of the
+#    `<|image_pad|>` placeholders in the text, and writes the answer.
+#
+# The modules two levels deep, with their parameters:
+
+# %%
+pd.DataFrame(
+    [(name, type(module).__name__, sum(parameter.numel() for parameter in module.parameters()))
+     for name, module in model.named_modules() if 0 < name.count(".") <= 2 and "rotary" not in name],
+    columns=["module", "class", "parameters"],
+).style.format({"parameters": "{:,}"}).hide(axis="index")
+
+# %% [markdown]
+# `count_parameters` adds them up per part, counting a shared tensor once: the output layer
+# (`lm_head`) shares its matrix with the token embeddings, as in Qwen2-VL-2B.
+
+# %%
+counts = models.count_parameters(model)
+parts = {"vision tower": counts.vision_tower, "patch merger": counts.patch_merger,
+         "language model": counts.language_model, "lm_head (not shared)": counts.lm_head}
+pd.DataFrame({"parameters": parts, "share": {part: count / counts.total for part, count in parts.items()}}).style.format(
+    {"parameters": "{:,}", "share": "{:.1%}"})
+
+# %%
+embedding_count = model.get_input_embeddings().weight.numel()
+glue("model_total", f"{counts.total:,}", display=False)
+glue("model_embedding_share", f"{embedding_count / counts.total:.0%}", display=False)
+glue("model_vocab", f"{model.config.text_config.vocab_size:,}", display=False)
+
+# %% [markdown]
+# This model has {glue:text}`model_total` parameters, and {glue:text}`model_embedding_share` of
+# them are the token embeddings: one row per entry of the {glue:text}`model_vocab`-token vocabulary.
+# In Qwen2-VL-2B (`full`), the proportions are different: the vision tower and merger hold about
+# 0.67 billion parameters and the language model about 1.5 billion {cite}`wang2024qwen2vl`. LoRA
+# {cite}`hu2021lora` (chapter 5) trains small adapters on the language model and leaves all of
+# these frozen.
+
+# %% [markdown]
+# ## From pixels to image tokens
+#
+# An image costs as many tokens as its merged patches, so its size decides the sequence length. The
+# processor first resizes it so that
+#
+# - both sides are multiples of 28 px (2 patches of 14 px, because 2x2 patches merge), and
+# - its area lies within the {term}`pixel budget`, `min_pixels` to `max_pixels`, keeping its shape.
+#
+# `compute_image_token_budget` does that arithmetic with transformers' own `smart_resize`:
+#
+# ```{literalinclude} ../vlmlib/dataset_stats.py
+# :pyobject: compute_image_token_budget
+# ```
+
+# %%
+min_pixels, max_pixels = models.get_pixel_budget(processor)
+full_config = load_config(profile="full")  # only its numbers: nothing is downloaded
+full_budget = (full_config.model.min_pixels, full_config.model.max_pixels)
+glue("model_min_pixels", f"{min_pixels:,}", display=False)
+glue("model_max_pixels", f"{max_pixels:,}", display=False)
+glue("model_full_max_pixels", f"{full_budget[1]:,}", display=False)
+min_pixels, max_pixels
+
+# %% [markdown]
+# Here are a few image sizes through this processor, step by step. The last column is what the real
+# processor produced: the number of `<|image_pad|>` tokens in its `input_ids` for a blank image of that
+# size, which must equal the arithmetic.
+
+# %%
+def count_image_pads(width_px: int, height_px: int) -> int:
+    """Return how many <|image_pad|> tokens the processor writes for a blank image of this size."""
+    inputs = processor(text=[tokens.IMAGE_PAD_TOKEN], images=[Image.new("RGB", (width_px, height_px))], return_tensors="pt")
+    return int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN)).sum())
+
+
+# %%
+record = data.load_configured_splits(config)["train"][0]
+sizes = {"this record": record["image"].size, "thumbnail": (100, 100), "webcam": (640, 480),
+         "scan": (1200, 1600), "phone photo": (3024, 4032)}
+budgets = {name: dataset_stats.compute_image_token_budget(width, height, min_pixels, max_pixels) for name, (width, height) in sizes.items()}
+pd.DataFrame([{
+    "image": name, "size (px)": f"{budget.width_px}x{budget.height_px}", "pixels": f"{budget.width_px * budget.height_px:,}",
+    "resized (px)": f"{budget.resized_width_px}x{budget.resized_height_px}", "patches": budget.num_patches,
+    "image tokens": budget.num_image_tokens, "processor's <|image_pad|>": count_image_pads(*sizes[name]),
+    "image tokens under full": dataset_stats.compute_image_token_budget(*sizes[name], *full_budget).num_image_tokens,
+} for name, budget in budgets.items()]).style.hide(axis="index")
+
+# %%
+glue("model_phone_tokens", budgets["phone photo"].num_image_tokens, display=False)
+glue("model_phone_tokens_full", dataset_stats.compute_image_token_budget(3024, 4032, *full_budget).num_image_tokens, display=False)
+glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens, display=False)
+
+# %% [markdown]
+# Under this budget ({glue:text}`model_min_pixels` to {glue:text}`model_max_pixels` pixels) a phone
+# photo becomes {glue:text}`model_phone_tokens` image tokens and a thumbnail is enlarged to
+# {glue:text}`model_thumbnail_tokens`; the arithmetic and the processor agree on every row. The
+# `full` budget (up to {glue:text}`model_full_max_pixels` pixels) turns the same photo into
+# {glue:text}`model_phone_tokens_full` tokens. The grid below shows the record at the size the model
+# sees it: thin lines between patches, thick lines around each image token.
+
+# %% mystnb={"figure": {"caption": "A record at the processor's size: 14 px patches (thin lines) and the 28 px image tokens they merge into (thick lines).", "name": "fig-02-patches"}}
+record_budget = budgets["this record"]
+viz.plot_patch_grid(record["image"], record_budget.resized_width_px, record_budget.resized_height_px)
+
+# %% [markdown]
+# ## The chat template and its special tokens
+#
+# Training and inference both talk to the model as a chat: a system message, the user's image and
+# prompt, and the assistant's answer. `build_conversation` writes one record as that chat, and the
+# processor's {term}`chat template` turns it into text with special tokens:
+
+# %%
+conversation = data.build_conversation(record, prompt=config.data.prompt, system_message=config.data.system_message)
+chat_text = processor.apply_chat_template(conversation, tokenize=False)
+print(chat_text)
+
+# %% [markdown]
+# The image is a single `<|image_pad|>` in the text. The processor expands it into one pad per image
+# token, and the model swaps each pad for the matching merged-patch vector:
+
+# %%
+inputs = processor(text=[chat_text], images=[record["image"]], return_tensors="pt")
+input_ids = inputs["input_ids"][0].tolist()
+{"tokens in the sequence": len(input_ids), "image_grid_thw": inputs["image_grid_thw"][0].tolist(),
+ "<|image_pad|> tokens": input_ids.count(processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN))}
+
+# %% mystnb={"figure": {"caption": "The training example as the model reads it, one cell per token, special tokens coloured (the run of image pads is drawn as one cell).", "name": "fig-02-token-strip"}}
+token_texts = [processor.tokenizer.decode([token_id]) for token_id in input_ids]
+viz.plot_token_strip(token_texts, title="One training example, token by token")
+
+# %% [markdown]
+# {numref}`fig-02-token-strip` shows the whole sequence: chat markup around each turn, the image's
+# run of pads between `<|vision_start|>` and `<|vision_end|>`, and the answer's grounding tokens.
+# Each special token is one token with a fixed id. The course looks them up by name, never by a
+# bare number copied from somewhere; the ids below come from the tokenizer and match the pinned
+# ones in `vlmlib.tokens`:
+
+# %%
+pd.DataFrame([{"token": token, "id from the tokenizer": processor.tokenizer.convert_tokens_to_ids(token),
+               "pinned id (vlmlib.tokens)": pinned_id, "in this example": input_ids.count(pinned_id)}
+              for token, pinned_id in tokens.QWEN2_VL_SPECIAL_TOKEN_IDS.items()]).style.hide(axis="index")
+
+# %% [markdown]
+# ## How a box answer is tokenised
+#
+# The answer the model learns is text. Qwen2's tokenizer splits numbers into single digits, so every
+# coordinate is one to four tokens, written one after the other:
+
+# %%
+answer = data.format_answer(record["objects"])
+answer_ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
+pd.DataFrame({"token": [processor.tokenizer.decode([token_id]) for token_id in answer_ids], "id": answer_ids}).T
+
+# %%
+glue("model_answer_tokens", len(answer_ids), display=False)
+
+# %% [markdown]
+# This one-box answer is {glue:text}`model_answer_tokens` tokens. The coordinates sit on Qwen2-VL's
+# 0-1000 grid, relative to the image, whatever its size in pixels: the model never needs to know
+# how large the photo was, and a grid step is 0.1% of a side. Writing digit by digit has a
+# consequence for training: a wrong first digit moves a corner by a tenth of the image, a wrong last
+# digit by a thousandth, yet the loss counts both as one wrong token. The grid and the digits are
+# the same in both profiles, because the tokenizer is the same.
+
+# %% [markdown]
+# ## Zero-shot answers
+#
+# Before training, what does the model answer? `generate_answers` builds the prompt (everything up
+# to the assistant's turn), generates greedily, and decodes with the special tokens kept so that
+# the parser can see the answer's structure.
+
+# %%
+eval_records = [data.load_configured_splits(config)["eval"][index] for index in range(4)]
+answers = inference.generate_answers(model, processor, eval_records, max_new_tokens=config.callbacks.max_new_tokens)
+parsed = [parsing.parse_box_answer(answer) for answer in answers]
+pd.DataFrame({"answer": [answer if len(answer) <= 70 else answer[:67] + "..." for answer in answers],
+              "boxes (box_qwen)": [[box.box_qwen for box in result.boxes] for result in parsed],
+              "why no box": [result.failure_reason for result in parsed]})
+
+# %% mystnb={"figure": {"caption": "Zero-shot answers: ground truth (solid blue) and any box parsed from the answer (dashed orange).", "name": "fig-02-zero-shot"}}
+drawn = []
+for eval_record, result in zip(eval_records, parsed):
+    width_px, height_px = eval_record["image"].size
+    ground_truth_xyxy = [boxes.convert_hub_box_to_xyxy(box_hub, width_px, height_px) for box_hub in eval_record["objects"]["bbox"]]
+    predicted_xyxy = [boxes.convert_qwen_box_to_xyxy(box.box_qwen, width_px, height_px) for box in result.boxes]
+    drawn.append(viz.draw_boxes(eval_record["image"], ground_truth_xyxy, predicted_xyxy))
+viz.plot_image_grid(drawn, titles=[f"{len(result.boxes)} box(es) parsed" for result in parsed], num_columns=4, figure_size=(12, 4))
+
+# %%
+glue("model_num_parsed", sum(not result.is_parse_failure for result in parsed), display=False)
+glue("model_num_answers", len(parsed), display=False)
+
+# %% [markdown]
+# {glue:text}`model_num_parsed` of {glue:text}`model_num_answers` answers held a usable box. Under
+# `tiny` that is expected to be none: random weights write random tokens. Under `full`,
+# Qwen2-VL-2B-Instruct was pretrained on grounding data in this very format, so it often answers
+# with a box already, but not reliably: it may box the whole label, describe the table in words,
+# or use a label of its own. Measuring how often, and how well, is chapter 6's job; making it
+# reliable is what fine-tuning is for.
+
+# %% [markdown]
+# ## Why answers fail to parse
+#
+# `parse_box_answer` never raises: it returns the boxes it could read and, when there are none, the
+# reason, in a `ParsedAnswer`:
+#
+# ```{literalinclude} ../vlmlib/parsing.py
+# :pyobject: ParsedAnswer
+# ```
+#
+# Typical answers, good and bad, and what the parser makes of them:
+
+# %%
+typical_answers = {
+    "the trained format": "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(560,910)<|box_end|>",
+    "special tokens stripped": "nutrition-table(120,340),(560,910)",
+    "a description in words": "The nutrition table is on the back of the package.",
+    "cut off by max_new_tokens": "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(56",
+    "pixel coordinates, not the grid": "<|box_start|>(1200,340),(2560,910)<|box_end|>",
+    "corners swapped": "<|box_start|>(560,910),(120,340)<|box_end|>",
+    "nothing at all": "",
+}
+pd.DataFrame([{"case": case, "boxes": [box.box_qwen for box in parsing.parse_box_answer(text).boxes],
+               "failure reason": parsing.parse_box_answer(text).failure_reason} for case, text in typical_answers.items()])
+
+# %% [markdown]
+# The failures fall into four kinds, each with its own fix:
+#
+# - **no box found**: the model answered in words. Fine-tuning on the grounding format fixes it.
+# - **truncated box**: generation stopped mid-answer. Raise `max_new_tokens` (chapter 1 measured
+#   the longest answer).
+# - **all boxes rejected**: coordinates off the 0-1000 grid (often pixels) or corners in the wrong
+#   order. The model has the format but not the grid; training on the grid fixes it.
+# - **empty answer**: the model ended its turn at once.
+#
+# Under `tiny`, the zero-shot answers above fail as "no box found"; chapter 6 counts these reasons
+# over the whole evaluation split, before and after fine-tuning.
+
+# %% [markdown]
+# ## Summary
+#
+# - Qwen2-VL is a vision tower, a patch merger and a language model; `count_parameters` counts each.
+# - The pixel budget fixes the resized size, hence the patches and the `<|image_pad|>` count: one
+#   image token per 28x28 pixels, as the processor itself confirms.
+# - The chat template wraps system message, image, prompt and answer in special tokens, found by name.
+# - A box answer is one token per digit on a 0-1000 grid that does not depend on the image size.
+# - Zero-shot answers are parsed without ever raising, and each failure has a named reason.
+#
+# ## Exercises
+#
+# ```{exercise} The price of a budget
+# :label: ex-02-budget
+# With `compute_image_token_budget`, find the image tokens of a 3024x4032 photo for `max_pixels` of
+# 256, 640 and 1280 blocks of 28x28 pixels. How does the count grow with `max_pixels`, and why is
+# the training step's time likely to grow faster than that?
+# ```
+#
+# ```{solution-start} ex-02-budget
+# :class: dropdown
+# ```
+#
+# ```python
+# [dataset_stats.compute_image_token_budget(3024, 4032, 256 * 784, blocks * 784).num_image_tokens for blocks in (256, 640, 1280)]
+# ```
+#
+# The count grows about in proportion to `max_pixels` (a bit less, because sides round down to 28
+# px). Attention compares every token with every other, so its cost grows with the square of the
+# sequence length, and image tokens are most of the sequence.
+#
+# ```{solution-end}
+# ```
+#
+# ```{exercise} Too few new tokens
+# :label: ex-02-truncation
+# Generate the zero-shot answers again with `max_new_tokens=8`, and parse them. Under `full`, which
+# failure reason do you expect most, and why is it not "no box found"?
+# ```
+#
+# ```{solution-start} ex-02-truncation
+# :class: dropdown
+# ```
+#
+# Eight tokens cannot hold a whole box (the label alone takes several), so an answer that starts in
+# the grounding format stops inside it: "truncated box". The parser tells that apart from an answer
+# without any box, which is why its reasons are worth counting.
+#
+# ```{solution-end}
+# ```
+#
+# ```{exercise} Lab 2
+# :label: ex-02-lab
+# Open `labs/lab_02_model.ipynb` in JupyterLab: count image tokens from the processor's grid and
+# from the pixel budget, write a parser for box answers, and classify why an answer fails to
+# parse, each with a self-check ({doc}`../book/labs`).
+# ```
+#
+# ```{solution} ex-02-lab
+# :class: dropdown
+# The solved lab is `solutions/lab_02_model.ipynb`.
+# ```
+#
+# ## References
+#
+# Qwen2-VL's architecture, dynamic resolution and grounding format are described in
+# {cite}`wang2024qwen2vl`; LoRA and QLoRA in {cite}`hu2021lora` and {cite}`dettmers2023qlora`.
