@@ -53,3 +53,65 @@ def test_cli_bad_yaml_file_names_the_file(tmp_path: Path, capsys: pytest.Capture
     path.write_text("- just\n- a list\n")
     assert main(["show-config", "--config", str(path)]) == 2
     assert "bad.yaml must hold a mapping" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cli_run_dir(tiny_config, tiny_assets, tmp_path_factory) -> Path:
+    """`vlmlib train` on the tiny profile, two steps, saved in a temporary folder."""
+    output_dir = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
+                 "--set", "training.max_steps=2", "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)])
+    assert code == 0
+    return output_dir
+
+
+def test_train_command_saves_a_run_folder(cli_run_dir: Path):
+    assert (cli_run_dir / "adapter_model.safetensors").exists() and (cli_run_dir / "vlmlib_config.yaml").exists()
+
+
+def test_evaluate_command_writes_a_json_report(cli_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import json
+
+    output = tmp_path / "report.json"
+    assert main(["evaluate", "--model", str(cli_run_dir), "--limit", "2", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["num_images"] == 2 and 0.0 <= report["parse_failure_rate"] <= 1.0
+    assert f"report written to {output}" in capsys.readouterr().out
+
+
+def test_predict_command_prints_boxes_and_saves_annotated_images(cli_run_dir: Path, tmp_path: Path, capsys):
+    from PIL import Image
+
+    image_path = tmp_path / "product.png"
+    Image.new("RGB", (160, 120), "white").save(image_path)
+    assert main(["predict", "--model", str(cli_run_dir), "--image", str(image_path), "--save-dir", str(tmp_path / "drawn")]) == 0
+    assert str(image_path) in capsys.readouterr().out
+    assert (tmp_path / "drawn" / "product_boxes.png").exists()
+
+
+def test_merge_lora_command_checks_and_reports_equivalence(cli_run_dir: Path, tmp_path: Path, capsys):
+    assert main(["merge-lora", "--model", str(cli_run_dir), "--output", str(tmp_path / "merged"), "--num-check", "2"]) == 0
+    assert "2 of 2 greedy answers identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["evaluate", "--model", "no/such/folder"], "model folder no/such/folder does not exist"),
+        (["predict", "--model", "no/such/folder", "--image", "missing.png"], "image missing.png does not exist"),
+        (["merge-lora", "--model", "no/such/folder", "--output", "out"], "has no adapter_config.json"),
+        (["train", "--set", "training.learning_rte=1"], "unknown key 'training.learning_rte'"),
+    ],
+    ids=["evaluate-missing-model", "predict-missing-image", "merge-missing-adapter", "train-unknown-key"],
+)
+def test_pipeline_commands_bad_input_gives_one_line_error(command: list[str], expected: str, capsys):
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert expected in error and error.count("\n") == 1
+
+
+def test_predict_command_names_an_image_that_does_not_open(cli_run_dir: Path, tmp_path: Path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    assert main(["predict", "--model", str(cli_run_dir), "--image", str(broken)]) == 2
+    assert f"image {broken} does not open" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vlmlib.inference import generate_answers, predict_boxes
 from vlmlib.parsing import ParsedAnswer
 
@@ -36,3 +38,25 @@ def test_predict_boxes_returns_a_parsed_answer_per_record(tiny_model, tiny_proce
     parsed = predict_boxes(tiny_model, tiny_processor, [tiny_splits["eval"][0]], max_new_tokens=4)
     assert len(parsed) == 1 and isinstance(parsed[0], ParsedAnswer)
     assert parsed[0].is_parse_failure  # an untrained model does not write a box in four tokens
+
+
+def test_generate_scored_answers_confidence_equals_teacher_forced_probability(tiny_model, tiny_processor, tiny_splits):
+    import torch
+
+    from vlmlib.inference import _build_generation_batch, generate_scored_answers
+
+    record = tiny_splits["eval"][0]
+    (scored,) = generate_scored_answers(tiny_model, tiny_processor, [record], max_new_tokens=6)
+    assert 0.0 < scored.confidence <= 1.0
+    # Independently: feed prompt + generated tokens back in one forward pass and average the log-probabilities.
+    batch = _build_generation_batch(tiny_processor, [record], "Find every nutrition table in this product photo and give its bounding box.", "You are a helpful assistant.")
+    generated = tiny_model.generate(**batch, max_new_tokens=6, do_sample=False)
+    new_tokens = generated[0, batch["input_ids"].shape[1]:]
+    full = dict(batch)
+    full["input_ids"] = generated
+    full["attention_mask"] = torch.ones_like(generated)
+    full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(new_tokens)[None]], dim=1)
+    with torch.no_grad():
+        logits = tiny_model(**full).logits[0, batch["input_ids"].shape[1] - 1:-1]
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, new_tokens[:, None]).squeeze(1)
+    assert scored.confidence == pytest.approx(float(torch.exp(log_probs.mean())), rel=1e-3)
