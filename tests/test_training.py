@@ -123,3 +123,21 @@ def test_train_saves_into_given_output_dir(short_run_config, tiny_splits, tmp_pa
     config = with_overrides(short_run_config, ["training.max_steps=1"])
     run = train(config, output_dir=tmp_path / "elsewhere", splits=tiny_splits)
     assert run.output_dir == Path(tmp_path / "elsewhere") and (run.output_dir / RUN_CONFIG_FILE).exists()
+
+
+def test_two_process_data_parallel_run_trains_and_saves_once(tiny_config, tiny_assets, tmp_path):
+    """torchrun with 2 CPU processes (gloo): DDP wraps the model, our loss runs through it, rank 0 saves."""
+    import os
+    import subprocess
+    import sys
+
+    output_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vlmlib", "train",
+               "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
+               "--set", "training.max_steps=2", "--set", "training.per_device_train_batch_size=2",
+               "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("saved adapter, processor and config") == 1  # only the main process reports
+    assert (output_dir / "adapter_model.safetensors").exists() and (output_dir / RUN_CONFIG_FILE).exists()
+    assert "step    2/2" in result.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -108,9 +109,12 @@ def _run_train(arguments: argparse.Namespace) -> int:
     from vlmlib.training import train
 
     config = load_config(*arguments.config, overrides=arguments.overrides)
-    print(f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})")
+    is_main_process = os.environ.get("RANK", "0") == "0"  # under torchrun/accelerate, only rank 0 speaks
+    if is_main_process:
+        print(f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})")
     run = train(config, output_dir=arguments.output_dir, resume_from_checkpoint=arguments.resume)
-    print(f"saved adapter, processor and config to {run.output_dir}")
+    if is_main_process:
+        print(f"saved adapter, processor and config to {run.output_dir}")
     return 0
 
 

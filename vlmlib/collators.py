@@ -29,7 +29,17 @@ from vlmlib.data import DEFAULT_PROMPT, DEFAULT_SYSTEM_MESSAGE, build_conversati
 from vlmlib.models import get_pixel_budget
 from vlmlib.tokens import IM_END_TOKEN, IM_START_TOKEN, VISION_TOKENS
 
-__all__ = ["IGNORE_INDEX", "CollatorV1", "CollatorV2", "CollatorV3", "MaskStrategy", "build_collator", "find_answer_mask"]
+__all__ = [
+    "IGNORE_INDEX",
+    "TOKEN_ROLES",
+    "CollatorV1",
+    "CollatorV2",
+    "CollatorV3",
+    "MaskStrategy",
+    "build_collator",
+    "find_answer_mask",
+    "find_token_roles",
+]
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
 MaskStrategy = Literal["assistant_only", "all_tokens"]
@@ -216,3 +226,33 @@ def build_collator(version: Literal["v1", "v2", "v3"], processor: Qwen2VLProcess
         raise ValueError(f"collator {version} cannot mask the prompt; use training.collator=v3 for "
                          f"mask_strategy={mask_strategy!r}, or set training.mask_strategy=all_tokens")
     return {"v1": CollatorV1, "v2": CollatorV2}[version](processor, prompt, system_message)
+
+
+TOKEN_ROLES: tuple[str, ...] = ("padding", "vision", "system", "user", "assistant")
+
+
+def find_token_roles(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer) -> list[list[str]]:
+    """Return the role of every position: padding, vision, or the turn it belongs to (system, user, assistant).
+
+    Why: to count what each collator trains on, category by category (chapter 03's table, lab 04).
+    A turn's role is the word after its `<|im_start|>`; the header and the closing `<|im_end|>` belong
+    to the turn; the newline between turns belongs to the turn it follows.
+    Explained in: chapter 03, "What each version trains on".
+
+    Args:
+        input_ids, attention_mask: (batch, seq_len) from a collator.
+    Returns:
+        batch lists of seq_len strings from `TOKEN_ROLES`.
+    """
+    im_start_id = tokenizer.convert_tokens_to_ids(IM_START_TOKEN)
+    vision_ids = set(tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))
+    role_by_id = {tokenizer.encode(role, add_special_tokens=False)[0]: role for role in ("system", "user", "assistant")}
+    roles: list[list[str]] = []
+    for row_ids, row_mask in zip(input_ids.tolist(), attention_mask.tolist()):
+        row_roles, current = [], "system"
+        for position, (token_id, is_real) in enumerate(zip(row_ids, row_mask)):
+            if is_real and token_id == im_start_id and position + 1 < len(row_ids):
+                current = role_by_id.get(row_ids[position + 1], current)
+            row_roles.append("padding" if not is_real else "vision" if token_id in vision_ids else current)
+        roles.append(row_roles)
+    return roles

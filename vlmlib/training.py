@@ -78,6 +78,7 @@ def build_sft_config(config: Config, output_dir: Path | str | None = None, **ove
         remove_unused_columns=False,  # the collator needs the raw "image" and "objects" columns
         dataset_kwargs={"skip_prepare_dataset": True},  # our collator builds the chat; TRL must not tokenize first
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable (LoRA) weight is used in each forward pass
         disable_tqdm=config.callbacks.console_log,  # the console callback prints one readable line per log instead
     )
     arguments.update(overrides)
