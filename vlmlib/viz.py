@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # for type hints only: vlmlib.evaluation pulls in pycocotools
     from vlmlib.evaluation import ImagePrediction
 
 __all__ = [
+    "MASKED_COLOR",
+    "ROLE_COLORS",
+    "plot_token_mask",
     "new_figure",
     "FIGURE_SIZE",
     "GRID_FIGURE_SIZE",
@@ -49,6 +52,7 @@ __all__ = [
     "plot_histogram",
     "plot_patch_grid",
     "plot_record",
+    "plot_record_grid",
     "plot_size_histogram",
     "plot_token_strip",
     "plot_iou_distribution",
@@ -332,9 +336,9 @@ _SERIES_COLORS = ("#56B4E9", "#D55E00", "#009E73", "#CC79A7", "#F0E442", "#00000
 # What each kind of token looks like in `plot_token_strip`: (fill colour, legend text).
 _TOKEN_KIND_STYLES = {
     "text": ("#EEEEEE", "text"),
-    "chat": ("#CC79A7", "chat markup (<|im_start|>, <|im_end|>)"),
-    "vision": ("#56B4E9", "image (<|vision_start|>, <|image_pad|>, <|vision_end|>)"),
-    "grounding": ("#E69F00", "grounding (<|object_ref_*|>, <|box_*|>)"),
+    "chat": ("#CC79A7", "chat markup"),
+    "vision": ("#56B4E9", "image"),
+    "grounding": ("#E69F00", "grounding (the box)"),
 }
 
 
@@ -388,8 +392,15 @@ def plot_histogram(
     values = np.asarray(values, dtype=float)
     low, high = values.min(), values.max()
     if is_log_x:
+        from matplotlib import ticker  # only log axes need it
+
         bins = np.geomspace(low, high, num_bins + 1) if high > low else num_bins
         axis.set_xscale("log")
+        # Plain numbers at ratios a reader knows (1/4 ... 4), instead of matplotlib's "6 x 10^-1"
+        nice_ticks = [tick for tick in (0.25, 0.33, 0.5, 0.67, 1, 1.5, 2, 3, 4) if low / 1.1 <= tick <= high * 1.1]
+        axis.xaxis.set_major_locator(ticker.FixedLocator(nice_ticks))
+        axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     else:
         bins = np.linspace(low, high, num_bins + 1) if high > low else num_bins
     axis.hist(values, bins=bins, color=_SERIES_COLORS[0], edgecolor="white")
@@ -447,14 +458,14 @@ def plot_box_size_scatter(box_stats: pd.DataFrame, ax: Axes | None = None) -> Fi
     Why: shows at once how big tables are, whether they are square, and whether categories differ in size.
     Explained in: chapter 01, "Box shapes and positions".
     """
-    axis = _new_axis(ax, (FIGURE_SIZE[0], FIGURE_SIZE[1] * 1.2))
+    axis = _new_axis(ax, (FIGURE_SIZE[0] * 1.4, FIGURE_SIZE[1] * 1.2))
     for index, (category_name, group) in enumerate(box_stats.groupby("category_name", sort=True)):
         axis.scatter(group["width_fraction"], group["height_fraction"], s=14, alpha=0.7,
                      color=_SERIES_COLORS[index % len(_SERIES_COLORS)], label=f"{category_name} ({len(group)})")
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="square in fractions")
     axis.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="box width (fraction of image width)",
              ylabel="box height (fraction of image height)", title="Box sizes by category")
-    axis.legend(fontsize="small", loc="upper left")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: points fill the corners
     return axis.figure
 
 
@@ -509,7 +520,7 @@ def _collapse_runs(tokens: Sequence[str], min_run: int = 3) -> list[str]:
     return collapsed
 
 
-def plot_token_strip(token_texts: Sequence[str], title: str, max_row_chars: int = 110) -> Figure:
+def plot_token_strip(token_texts: Sequence[str], title: str, max_row_chars: int = 100) -> Figure:
     """Return the tokens of a text as a row-wrapped strip of cells, coloured by kind of token.
 
     Why: the chat template hides many special tokens; drawing each token as a cell shows where the
@@ -519,29 +530,37 @@ def plot_token_strip(token_texts: Sequence[str], title: str, max_row_chars: int 
     Args:
         token_texts: one string per token, as decoded one at a time (`tokenizer.decode([token_id])`);
             newlines are drawn as "\\n", and runs of one token (the image pads) as "token xN".
-        max_row_chars: characters per row before wrapping.
+        max_row_chars: characters per row before wrapping; the font is sized so that a row fills the width.
     """
+    from matplotlib.patches import Rectangle  # only the token strip draws rectangles by hand
+
     cells = [text.replace("\n", "\\n") for text in _collapse_runs(list(token_texts))]
     rows: list[list[str]] = [[]]
     for cell in cells:
         if rows[-1] and sum(len(text) + 1 for text in rows[-1]) + len(cell) > max_row_chars:
             rows.append([])
         rows[-1].append(cell)
-    figure = new_figure((GRID_FIGURE_SIZE[0], 0.32 * len(rows) + 1.0))
-    axis = figure.add_subplot()
-    axis.set(xlim=(0, max_row_chars), ylim=(len(rows), -0.2))
+    width_in, row_in, title_in, legend_in = GRID_FIGURE_SIZE[0], 0.34, 0.5, 0.45
+    height_in = row_in * len(rows) + title_in + legend_in
+    figure = new_figure((width_in, height_in))
+    figure.set_layout_engine("none")  # the cells are placed by hand, character by character
+    axis = figure.add_axes((0.005, legend_in / height_in, 0.99, row_in * len(rows) / height_in))
+    axis.set(xlim=(0, max_row_chars + 0.6), ylim=(len(rows), 0))
     axis.set_axis_off()
+    font_size_pt = 0.99 * width_in * 72 / (max_row_chars + 0.6) / 0.602  # a DejaVu Sans Mono character is 0.602 em wide
     for row_index, row in enumerate(rows):
-        x_position = 0.0
+        x_position = 0.3
         for cell in row:
-            kind = _token_kind(cell.split(" x")[0])
-            axis.text(x_position, row_index + 0.5, cell, family="monospace", fontsize=8, va="center",
-                      bbox={"boxstyle": "square,pad=0.15", "facecolor": _TOKEN_KIND_STYLES[kind][0], "edgecolor": "#999999"})
+            color = _TOKEN_KIND_STYLES[_token_kind(cell.split(" x")[0])][0]
+            axis.add_patch(Rectangle((x_position - 0.2, row_index + 0.1), len(cell) + 0.4, 0.8, facecolor=color,
+                                     edgecolor="#888888", linewidth=0.6))
+            axis.text(x_position, row_index + 0.5, cell, family="DejaVu Sans Mono", fontsize=font_size_pt * 0.95, va="center",
+                      parse_math=False)
             x_position += len(cell) + 1
-    handles = [Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor=color, markeredgecolor="#999999", label=label)
+    handles = [Line2D([], [], marker="s", linestyle="", markersize=10, markerfacecolor=color, markeredgecolor="#888888", label=label)
                for color, label in _TOKEN_KIND_STYLES.values()]
-    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
-    figure.suptitle(title)
+    figure.legend(handles=handles, loc="lower center", ncols=4, fontsize="medium", frameon=False)
+    figure.suptitle(title, y=1 - 0.1 / height_in, va="top", fontsize="x-large")
     return figure
 
 
@@ -549,8 +568,10 @@ def plot_record(record: dict[str, Any], show_boxes: bool = True, ax: Axes | None
     """Return one record's image, with its ground-truth boxes (solid blue) unless `show_boxes` is False.
 
     Why: the explorer's view, and the simplest look at one annotation; the x label gives each box on
-    Qwen2-VL's 0-1000 grid, the form the model will be asked to write.
+    Qwen2-VL's 0-1000 grid as the answer writes it, `(x1,y1),(x2,y2)`, one line per box.
     Explained in: chapter 01, "Browsing the records".
+
+    Category labels are matplotlib text, not pixels, so they stay readable on small images.
     """
     from vlmlib.boxes import convert_hub_box_to_qwen
 
@@ -558,13 +579,39 @@ def plot_record(record: dict[str, Any], show_boxes: bool = True, ax: Axes | None
     image, objects = record["image"], record["objects"]
     width_px, height_px = image.size
     boxes_xyxy = [convert_hub_box_to_xyxy(box_hub, width_px, height_px) for box_hub in objects["bbox"]]
-    axis.imshow(draw_boxes(image, boxes_xyxy, ground_truth_labels=objects["category_name"]) if show_boxes else image)
+    axis.imshow(draw_boxes(image, boxes_xyxy) if show_boxes else image)
+    for (x1, y1, _, _), category_name in zip(boxes_xyxy if show_boxes else [], objects["category_name"]):
+        is_at_top = y1 < 0.08 * height_px  # no room above the box: write the label inside it
+        axis.text(x1, y1, category_name, fontsize=9, color="white", ha="left", va="top" if is_at_top else "bottom",
+                  clip_on=False, bbox={"facecolor": GROUND_TRUTH_COLOR, "edgecolor": "none", "pad": 1.0})
     axis.set_xticks([])
     axis.set_yticks([])
-    boxes_qwen = [f"{name} {convert_hub_box_to_qwen(box_hub)}" for box_hub, name in zip(objects["bbox"], objects["category_name"])]
-    axis.set_xlabel("box_qwen: " + "\n".join(boxes_qwen), fontsize="small")
-    axis.set_title(f"{record['image_id']}: {width_px}x{height_px} px, {len(boxes_xyxy)} box{'es' if len(boxes_xyxy) != 1 else ''}")
+    boxes_qwen = [convert_hub_box_to_qwen(box_hub) for box_hub in objects["bbox"]]
+    axis.set_xlabel("\n".join(f"({x1},{y1}),({x2},{y2})" for x1, y1, x2, y2 in boxes_qwen), fontsize=10)
+    num_boxes = len(boxes_xyxy)
+    axis.set_title(f"{record['image_id']}\n{width_px}x{height_px} px, {num_boxes} box{'es' if num_boxes != 1 else ''}", fontsize=11)
     return axis.figure
+
+
+def plot_record_grid(records: Sequence[dict[str, Any]], num_columns: int = 3) -> Figure:
+    """Return a grid of records (`plot_record` panels): boxes and categories drawn, Qwen boxes written below.
+
+    Why: a handful of annotated records, readable at the width of a book page, before any statistics.
+    Explained in: chapter 01, "Looking at the data".
+
+    Raises:
+        ValueError: no records.
+    """
+    if len(records) == 0:
+        raise ValueError("plot_record_grid got no records; pass at least one, e.g. [dataset[0]].")
+    num_columns = min(num_columns, len(records))
+    num_rows = math.ceil(len(records) / num_columns)
+    figure = new_figure((GRID_FIGURE_SIZE[0] * 2 / 3, 3.6 * num_rows))  # 8 in: text stays legible at page width
+    for index, record in enumerate(records):
+        plot_record(record, ax=figure.add_subplot(num_rows, num_columns, index + 1))
+    legend_handle = Line2D([], [], color=GROUND_TRUTH_COLOR, linestyle="-", linewidth=2, label="ground truth (box_qwen below each image)")
+    figure.legend(handles=[legend_handle], loc="outside lower center")
+    return figure
 
 
 class RecordExplorer:
@@ -617,3 +664,41 @@ def build_record_explorer(records: Sequence[dict[str, Any]]) -> RecordExplorer:
     if len(records) == 0:
         raise ValueError("build_record_explorer got no records; pass at least one, e.g. [dataset[0]].")
     return RecordExplorer(records)
+
+
+# --- what each collator trains on (chapter 03) ---
+
+# Okabe-Ito colours per token role; masked positions are drawn in light grey.
+ROLE_COLORS = {"padding": "#000000", "vision": "#CC79A7", "system": "#009E73", "user": "#56B4E9", "assistant": "#E69F00"}
+MASKED_COLOR = "#EEEEEE"
+
+
+def plot_token_mask(roles: Sequence[str], trained_by_name: dict[str, Sequence[bool]], title: str = "") -> Figure:
+    """Return one example's tokens as strips: the role of each position, then what each collator trains on.
+
+    Why: a wall of -100s hides the difference between collators; one coloured strip per collator shows
+    at a glance which parts of the sequence (image, prompt, answer, padding) reach the loss.
+    Explained in: chapter 03, "What each version trains on".
+
+    Args:
+        roles: the role of each position (`vlmlib.collators.find_token_roles` for one row).
+        trained_by_name: for each collator's name, a bool per position: True where the label is not -100.
+    """
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    role_row = [to_rgb(ROLE_COLORS[role]) for role in roles]
+    rows = [role_row] + [[to_rgb(ROLE_COLORS[role]) if is_trained else to_rgb(MASKED_COLOR)
+                          for role, is_trained in zip(roles, trained)] for trained in trained_by_name.values()]
+    figure = new_figure((GRID_FIGURE_SIZE[0], 0.55 * len(rows) + 1.3))
+    axis = figure.add_subplot()
+    axis.imshow(np.array(rows), aspect="auto", interpolation="nearest")
+    axis.set_yticks(range(len(rows)), ["token role", *[f"{name} trains on" for name in trained_by_name]])
+    axis.set_xlabel("position in the sequence (tokens)")
+    for row in range(1, len(rows)):
+        axis.axhline(row - 0.5, color="white", linewidth=3)
+    handles = [Patch(facecolor=color, label=role) for role, color in ROLE_COLORS.items() if role in set(roles)]
+    handles.append(Patch(facecolor=MASKED_COLOR, edgecolor="#999999", label="not trained (-100)"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    axis.set_title(title or "Which positions reach the loss")
+    return figure
