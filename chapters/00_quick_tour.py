@@ -50,12 +50,25 @@ from vlmlib.collators import IGNORE_INDEX, CollatorV3
 from vlmlib.config import load_config
 
 vlmlib.quiet_progress_bars()
-tour_steps = 200 if load_config().profile == "full" else 120  # the tiny model needs about a minute of CPU for this
-config = load_config("assistant_only", overrides=[f"training.max_steps={tour_steps}", "training.output_dir=outputs/quick_tour",
-                                                  "callbacks.iou_eval_every_steps=40"])
+tour_steps = (
+    200 if load_config().profile == "full" else 120
+)  # the tiny model needs about a minute of CPU for this
+config = load_config(
+    "assistant_only",
+    overrides=[
+        f"training.max_steps={tour_steps}",
+        "training.output_dir=outputs/quick_tour",
+        "callbacks.iou_eval_every_steps=40",
+    ],
+)
 glue("tour_profile", config.profile, display=False)
-glue("tour_profile_meaning", "a tiny Qwen2-VL and synthetic data on the CPU" if config.profile == "tiny"
-     else "Qwen2-VL-2B-Instruct and the Open Food Facts dataset on a GPU", display=False)
+glue(
+    "tour_profile_meaning",
+    "a tiny Qwen2-VL and synthetic data on the CPU"
+    if config.profile == "tiny"
+    else "Qwen2-VL-2B-Instruct and the Open Food Facts dataset on a GPU",
+    display=False,
+)
 config.profile
 
 # %% [markdown]
@@ -69,7 +82,9 @@ splits = data.load_configured_splits(config)
 pd.Series({name: len(split) for name, split in splits.items()}, name="records")
 
 # %%
-viz.plot_records_with_boxes([splits["train"][index] for index in range(2)], num_columns=2)
+viz.plot_record_grid(
+    [splits["train"][index] for index in range(2)], num_columns=2
+)
 
 # %% [markdown]
 # ## 2. The model, before any fine-tuning
@@ -80,7 +95,12 @@ viz.plot_records_with_boxes([splits["train"][index] for index in range(2)], num_
 # %%
 model, processor = models.load_model_and_processor(config)
 held_out = [splits["eval"][index] for index in range(6)]
-zero_shot_answer = inference.generate_answers(model, processor, held_out[:1], max_new_tokens=config.callbacks.max_new_tokens)[0]
+zero_shot_answer = inference.generate_answers(
+    model,
+    processor,
+    held_out[:1],
+    max_new_tokens=config.callbacks.max_new_tokens,
+)[0]
 zero_shot_answer
 
 # %% [markdown]
@@ -92,8 +112,12 @@ zero_shot_answer
 
 # %%
 batch = CollatorV3(processor)(held_out[:2])
-trained_text = processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != IGNORE_INDEX])
-f"{int((batch['labels'] != IGNORE_INDEX).sum())} of {batch['input_ids'].numel()} positions trained; example 0: {trained_text}"
+trained_text = processor.tokenizer.decode(
+    batch["input_ids"][0][batch["labels"][0] != IGNORE_INDEX]
+)
+num_trained = int((batch["labels"] != IGNORE_INDEX).sum())
+print(f"{num_trained} of {batch['input_ids'].numel()} positions are trained")
+print(f"example 0 trains on: {trained_text}")
 
 # %% [markdown]
 # ## 4. A short LoRA training run
@@ -105,7 +129,8 @@ f"{int((batch['labels'] != IGNORE_INDEX).sum())} of {batch['input_ids'].numel()}
 # %%
 run = training.train(config, model=model, processor=processor, splits=splits)
 history = pd.DataFrame(run.log_history)
-history.loc[history["eval_mean_iou"].notna(), ["step", "eval_mean_iou", "eval_parse_failure_rate"]] if "eval_mean_iou" in history else history.tail()
+iou_rows = history[history["eval_mean_iou"].notna()]
+iou_rows[["step", "eval_mean_iou", "eval_parse_failure_rate"]]
 
 # %% [markdown]
 # ## 5. Evaluation: before and after
@@ -118,9 +143,15 @@ history.loc[history["eval_mean_iou"].notna(), ["step", "eval_mean_iou", "eval_pa
 eval_split = splits["eval"].select(range(min(32, len(splits["eval"]))))
 fine_tuned_model = run.trainer.model
 base_model, _ = models.load_model_and_processor(config)
-zero_shot_report, _ = evaluation.evaluate_model(base_model, processor, eval_split, config)
-fine_tuned_report, fine_tuned_predictions = evaluation.evaluate_model(fine_tuned_model, processor, eval_split, config)
-comparison = evaluation.compare_reports({"zero-shot": zero_shot_report, "fine-tuned": fine_tuned_report})
+zero_shot_report, _ = evaluation.evaluate_model(
+    base_model, processor, eval_split, config
+)
+fine_tuned_report, fine_tuned_predictions = evaluation.evaluate_model(
+    fine_tuned_model, processor, eval_split, config
+)
+comparison = evaluation.compare_reports(
+    {"zero-shot": zero_shot_report, "fine-tuned": fine_tuned_report}
+)
 glue("tour_zero_shot_iou", f"{zero_shot_report.mean_iou:.3f}", display=False)
 glue("tour_fine_tuned_iou", f"{fine_tuned_report.mean_iou:.3f}", display=False)
 glue("tour_num_eval", len(eval_split), display=False)
@@ -136,7 +167,11 @@ comparison[["mean IoU", "F1@0.5", "mAP@0.5", "parse failure rate"]]
 # Ground truth is solid blue, the fine-tuned model's boxes dashed orange.
 
 # %%
-viz.plot_prediction_gallery([eval_split[index] for index in range(6)], fine_tuned_predictions[:6], num_columns=3)
+viz.plot_prediction_gallery(
+    [eval_split[index] for index in range(6)],
+    fine_tuned_predictions[:6],
+    num_columns=3,
+)
 
 # %% [markdown]
 # ## 7. Merge the adapter
@@ -146,9 +181,14 @@ viz.plot_prediction_gallery([eval_split[index] for index in range(6)], fine_tune
 # that the merged model's greedy answers equal those of base + adapter.
 
 # %%
-report = merging.merge_lora(run.output_dir, Path(config.training.output_dir).with_name("quick_tour_merged"), num_check_records=4,
-                            max_new_tokens=config.callbacks.max_new_tokens)
-f"merged into {report.output_dir}: {report.num_identical} of {report.num_checked} answers identical"
+report = merging.merge_lora(
+    run.output_dir,
+    Path(config.training.output_dir).with_name("quick_tour_merged"),
+    num_check_records=4,
+    max_new_tokens=config.callbacks.max_new_tokens,
+)
+print(f"merged model: {report.output_dir}")
+print(f"{report.num_identical} of {report.num_checked} answers identical")
 
 # %% [markdown]
 # The same pipeline runs from the command line (see the README):

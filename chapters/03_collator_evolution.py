@@ -65,8 +65,13 @@ first_with = {}
 for index, objects in enumerate(train["objects"]):
     first_with.setdefault(len(objects["bbox"]), index)
 records = [train[first_with[count]] for count in sorted(first_with)[:3]]
-pd.DataFrame({"image_id": [r["image_id"] for r in records], "size (px)": [f"{r['width']}x{r['height']}" for r in records],
-              "boxes": [len(r["objects"]["bbox"]) for r in records]})
+pd.DataFrame(
+    {
+        "image_id": [r["image_id"] for r in records],
+        "size (px)": [f"{r['width']}x{r['height']}" for r in records],
+        "boxes": [len(r["objects"]["bbox"]) for r in records],
+    }
+)
 
 # %% [markdown]
 # ## What a collator returns
@@ -78,8 +83,13 @@ pd.DataFrame({"image_id": [r["image_id"] for r in records], "size (px)": [f"{r['
 
 # %%
 batch = collators.CollatorV1(processor)(records)
-pd.DataFrame({"shape": [tuple(value.shape) for value in batch.values()], "dtype": [str(value.dtype) for value in batch.values()]},
-             index=list(batch))
+pd.DataFrame(
+    {
+        "shape": [tuple(value.shape) for value in batch.values()],
+        "dtype": [str(value.dtype) for value in batch.values()],
+    },
+    index=list(batch),
+)
 
 # %% [markdown]
 # `pixel_values` holds one row of 1,176 numbers (3 channels x 2 frames x 14 x 14 pixels) per image
@@ -101,18 +111,26 @@ pd.DataFrame({"shape": [tuple(value.shape) for value in batch.values()], "dtype"
 # turn it belongs to (system, user, assistant), with `collators.find_token_roles`.
 
 # %%
-roles = collators.find_token_roles(batch["input_ids"], batch["attention_mask"], processor.tokenizer)
+roles = collators.find_token_roles(
+    batch["input_ids"], batch["attention_mask"], processor.tokenizer
+)
 
 
 def count_trained_by_role(batch: dict[str, torch.Tensor]) -> Counter:
-    """Count the positions with a label (not -100), by role, over the whole batch."""
-    return Counter(role for row_roles, row_labels in zip(roles, batch["labels"].tolist())
-                   for role, label in zip(row_roles, row_labels) if label != collators.IGNORE_INDEX)
+    """Count the positions with a label (not -100), by role, in the batch."""
+    return Counter(
+        role
+        for row_roles, row_labels in zip(roles, batch["labels"].tolist())
+        for role, label in zip(row_roles, row_labels)
+        if label != collators.IGNORE_INDEX
+    )
 
 
 all_positions = Counter(role for row_roles in roles for role in row_roles)
 trained = {"V1": count_trained_by_role(batch)}
-pd.DataFrame({"positions": all_positions, "V1 trains on": trained["V1"]}).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
+pd.DataFrame(
+    {"positions": all_positions, "V1 trains on": trained["V1"]}
+).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
 
 # %% [markdown]
 # V1 trains on every position: the model is asked to predict padding, every `<|image_pad|>`
@@ -133,8 +151,12 @@ pd.DataFrame({"positions": all_positions, "V1 trains on": trained["V1"]}).reinde
 
 # %%
 trained["V2"] = count_trained_by_role(collators.CollatorV2(processor)(records))
-pd.DataFrame({"positions": all_positions, **{f"{name} trains on": counts for name, counts in trained.items()}}
-             ).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
+pd.DataFrame(
+    {
+        "positions": all_positions,
+        **{f"{name} trains on": counts for name, counts in trained.items()},
+    }
+).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
 
 # %% [markdown]
 # V2 no longer trains on padding or the image, but the system and user text, identical in every
@@ -151,16 +173,29 @@ pd.DataFrame({"positions": all_positions, **{f"{name} trains on": counts for nam
 # %%
 record = records[0]
 min_pixels, max_pixels = models.get_pixel_budget(processor)
-prompt_only = data.build_conversation(record, include_answer=False, min_pixels=min_pixels, max_pixels=max_pixels)
-prompt_text = processor.apply_chat_template(prompt_only, tokenize=False, add_generation_prompt=True)
-naive_length = len(processor.tokenizer(prompt_text)["input_ids"])  # the image is one <|image_pad|> here
+prompt_only = data.build_conversation(
+    record, include_answer=False, min_pixels=min_pixels, max_pixels=max_pixels
+)
+prompt_text = processor.apply_chat_template(
+    prompt_only, tokenize=False, add_generation_prompt=True
+)
+naive_length = len(
+    processor.tokenizer(prompt_text)["input_ids"]
+)  # the image is one <|image_pad|> here
 images, _ = process_vision_info(prompt_only)
-true_length = processor(text=[prompt_text], images=images, return_tensors="pt")["input_ids"].shape[1]  # expanded
+true_length = processor(text=[prompt_text], images=images, return_tensors="pt")[
+    "input_ids"
+].shape[1]  # expanded
 glue("naive_prompt_length", naive_length, display=False)
 glue("true_prompt_length", true_length, display=False)
 glue("leaked_prompt_tokens", true_length - naive_length, display=False)
-pd.Series({"prompt length, tokenizer alone": naive_length, "prompt length, processed ids": true_length,
-           "prompt tokens left in the loss": true_length - naive_length})
+pd.Series(
+    {
+        "prompt length, tokenizer alone": naive_length,
+        "prompt length, processed ids": true_length,
+        "prompt tokens left in the loss": true_length - naive_length,
+    }
+)
 
 # %% [markdown]
 # Measured with the tokenizer, the prompt looks {glue:text}`naive_prompt_length` tokens long; in the
@@ -183,8 +218,10 @@ pd.Series({"prompt length, tokenizer alone": naive_length, "prompt length, proce
 # %%
 v3_batch = collators.CollatorV3(processor)(records)
 trained["V3"] = count_trained_by_role(v3_batch)
-[processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])
- for row_ids, row_labels in zip(v3_batch["input_ids"], v3_batch["labels"])]
+[
+    processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])
+    for row_ids, row_labels in zip(v3_batch["input_ids"], v3_batch["labels"])
+]
 
 # %% [markdown]
 # Decoding the trained positions gives back exactly each target answer and its `<|im_end|>`, and
@@ -196,16 +233,31 @@ trained["V3"] = count_trained_by_role(v3_batch)
 # The same batch through all three collators: every input tensor is identical, only `labels` differ.
 
 # %%
-counts = pd.DataFrame({name: trained[name] for name in trained}).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
+counts = (
+    pd.DataFrame({name: trained[name] for name in trained})
+    .reindex(collators.TOKEN_ROLES)
+    .fillna(0)
+    .astype(int)
+)
 counts.loc["total"] = counts.sum()
 glue("v1_trained", int(counts.loc["total", "V1"]), display=False)
 glue("v3_trained", int(counts.loc["total", "V3"]), display=False)
 counts
 
 # %% mystnb={"figure": {"caption": "Which positions of one example each collator trains on. The top strip gives each position's role; below, coloured positions reach the loss and grey ones are -100.", "name": "fig-03-token-mask"}}
-batches = {"V1": batch, "V2": collators.CollatorV2(processor)(records), "V3": v3_batch}
-viz.plot_token_mask(roles[0], {name: (value["labels"][0] != collators.IGNORE_INDEX).tolist() for name, value in batches.items()},
-                    title=f"Example 0 ({records[0]['image_id']}, {len(records[0]['objects']['bbox'])} box)")
+batches = {
+    "V1": batch,
+    "V2": collators.CollatorV2(processor)(records),
+    "V3": v3_batch,
+}
+viz.plot_token_mask(
+    roles[0],
+    {
+        name: (value["labels"][0] != collators.IGNORE_INDEX).tolist()
+        for name, value in batches.items()
+    },
+    title=f"Example 0 ({records[0]['image_id']}, one box)",
+)
 
 # %% [markdown]
 # {numref}`fig-03-token-mask` shows the evolution: V1 trains on all
@@ -225,13 +277,29 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 examples = []
 for record in records:
-    conversation = data.build_conversation(record, min_pixels=min_pixels, max_pixels=max_pixels)
+    conversation = data.build_conversation(
+        record, min_pixels=min_pixels, max_pixels=max_pixels
+    )
     images, _ = process_vision_info(conversation)
-    conversation[1]["content"][0] = {"type": "image"}  # TRL fills this placeholder from "images"
-    examples.append({"prompt": conversation[:2], "completion": conversation[2:], "images": images})
-trl_batch = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)(examples)
-[processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])[-24:]
- for row_ids, row_labels in zip(trl_batch["input_ids"], trl_batch["labels"])]
+    conversation[1]["content"][0] = {
+        "type": "image"
+    }  # TRL fills this placeholder from "images"
+    examples.append(
+        {
+            "prompt": conversation[:2],
+            "completion": conversation[2:],
+            "images": images,
+        }
+    )
+trl_batch = DataCollatorForVisionLanguageModeling(
+    processor=processor, completion_only_loss=True
+)(examples)
+[
+    processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])[
+        -24:
+    ]
+    for row_ids, row_labels in zip(trl_batch["input_ids"], trl_batch["labels"])
+]
 
 # %% [markdown]
 # Each TRL answer ends `<|im_end|>\n`; V3's ends `<|im_end|>`. Everything before is identical (the
