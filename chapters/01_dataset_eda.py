@@ -51,12 +51,17 @@ from myst_nb import glue
 from vlmlib import boxes, data, dataset_stats, models, viz
 from vlmlib.config import load_config
 
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
-datasets.disable_progress_bars()  # progress bars are noise on a rendered page
+# Library warnings go to stdout, as plain lines on the page; progress bars are noise there.
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+                    format="%(levelname)s %(name)s: %(message)s")
+datasets.disable_progress_bars()
 transformers.utils.logging.disable_progress_bar()
+
 config = load_config()
+is_tiny = config.profile == "tiny"
 glue("eda_profile", config.profile, display=False)
-glue("eda_source", "a synthetic copy of the dataset" if config.profile == "tiny" else config.data.dataset_id, display=False)
+glue("eda_source", "a synthetic copy of the dataset" if is_tiny
+     else config.data.dataset_id, display=False)
 config.profile
 
 # %% [markdown]
@@ -101,7 +106,8 @@ record = splits["train"][0]
 # with a record; here, a copy of the record above with its box turned upside down:
 
 # %%
-broken = {**record, "objects": {**record["objects"], "bbox": [[0.9, 0.2, 0.1, 0.6]]}}
+upside_down = [[0.9, 0.2, 0.1, 0.6]]  # y_min > y_max
+broken = {**record, "objects": {**record["objects"], "bbox": upside_down}}
 data.find_record_problems(broken)
 
 # %% [markdown]
@@ -109,15 +115,16 @@ data.find_record_problems(broken)
 # coordinate a hair outside 0-1 is clamped) and counts both. Here it is on the raw training split:
 
 # %%
-if config.profile == "tiny":  # the synthetic copy lives in the cache; the full profile reads the Hub
+if is_tiny:  # the synthetic copy lives in the cache; full reads the Hub
     from vlmlib.tiny import ensure_tiny_assets
 
     local_path = ensure_tiny_assets(config)[1]
 else:
     local_path = config.data.local_path
-raw_train = data.load_split(config.data.train_split, config.data.dataset_id, local_path)
-_, cleaning_report = data.clean_split(raw_train, policy="drop", source="train split")
-cleaning_report.summary()
+raw_train = data.load_split(config.data.train_split,
+                            config.data.dataset_id, local_path)
+_, report = data.clean_split(raw_train, policy="drop", source="train")
+report.summary()
 
 # %% [markdown]
 # ## Three box conventions
@@ -140,12 +147,13 @@ cleaning_report.summary()
 
 # %%
 box_hub = record["objects"]["bbox"][0]
-pd.DataFrame({
-    "convention": ["box_hub", "box_xyxy", "box_qwen"],
-    "value": [[round(value, 3) for value in box_hub],
-              [round(value, 1) for value in boxes.convert_hub_box_to_xyxy(box_hub, record["width"], record["height"])],
-              list(boxes.convert_hub_box_to_qwen(box_hub))],
-})
+box_xyxy = boxes.convert_hub_box_to_xyxy(box_hub, record["width"],
+                                         record["height"])
+pd.Series({
+    "box_hub": [round(value, 3) for value in box_hub],
+    "box_xyxy": [round(value, 1) for value in box_xyxy],
+    "box_qwen": list(boxes.convert_hub_box_to_qwen(box_hub)),
+}, name="the record's first box").to_frame()
 
 # %% [markdown]
 # The Qwen form does not depend on the image size: the grid is relative, so the model never needs
@@ -160,12 +168,13 @@ pd.DataFrame({
 
 # %%
 image_stats = dataset_stats.compute_image_stats(splits["train"])
-single = image_stats.index[image_stats["num_boxes"] == 1][:3]
-multiple = image_stats.index[image_stats["num_boxes"] > 1][:3]
+num_boxes = image_stats["num_boxes"]
+single = image_stats.index[num_boxes == 1][:3]
+multiple = image_stats.index[num_boxes > 1][:3]
 examples = [splits["train"][int(index)] for index in [*single, *multiple]]
 
-# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories.", "name": "fig-01-examples"}}
-viz.plot_records_with_boxes(examples, num_columns=3)
+# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories; under each image, its boxes on Qwen2-VL's 0-1000 grid.", "name": "fig-01-examples"}}
+viz.plot_record_grid(examples, num_columns=3)
 
 # %% [markdown]
 # The boxes in {numref}`fig-01-examples` fit the tables tightly, and where there are several tables
@@ -179,7 +188,9 @@ viz.plot_records_with_boxes(examples, num_columns=3)
 # without it first). On this web page there is no Python behind it, so it shows its first view.
 
 # %%
-viz.build_record_explorer([splits["train"][index] for index in range(min(50, len(splits["train"])))])
+num_browsable = min(50, len(splits["train"]))
+viz.build_record_explorer([splits["train"][index]
+                           for index in range(num_browsable)])
 
 # %% [markdown]
 # Under the image, each box is written in the model's grid coordinates, the form of the training answer.
@@ -192,15 +203,19 @@ viz.build_record_explorer([splits["train"][index] for index in range(min(50, len
 # fields, never the pixels, so it covers the whole split in a moment:
 
 # %%
-image_stats[["width_px", "height_px", "num_pixels", "aspect_ratio"]].describe().round(2)
+size_columns = ["width_px", "height_px", "num_pixels", "aspect_ratio"]
+image_stats[size_columns].describe().round(2)
 
 # %% mystnb={"figure": {"caption": "Widths and heights of the training images.", "name": "fig-01-sizes"}}
 viz.plot_size_histogram(image_stats)
 
-# %%
-glue("eda_median_width", f"{image_stats['width_px'].median():.0f}", display=False)
-glue("eda_median_height", f"{image_stats['height_px'].median():.0f}", display=False)
-glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}", display=False)
+# %% tags=["hide-input"]
+glue("eda_median_width", f"{image_stats['width_px'].median():.0f}",
+     display=False)
+glue("eda_median_height", f"{image_stats['height_px'].median():.0f}",
+     display=False)
+glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}",
+     display=False)
 
 # %% [markdown]
 # The median image is {glue:text}`eda_median_width` x {glue:text}`eda_median_height` px
@@ -211,12 +226,13 @@ glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}", di
 # ## Boxes per image
 
 # %% mystnb={"figure": {"caption": "How many nutrition tables each training image holds.", "name": "fig-01-boxes-per-image"}}
-box_counts = image_stats["num_boxes"].value_counts().sort_index().to_dict()
-viz.plot_count_bars(box_counts, xlabel="boxes in the image", ylabel="number of images", title="Boxes per image")
+box_counts = num_boxes.value_counts().sort_index().to_dict()
+viz.plot_count_bars(box_counts, xlabel="boxes in the image",
+                    ylabel="number of images", title="Boxes per image")
 
-# %%
-glue("eda_share_multi", f"{(image_stats['num_boxes'] > 1).mean():.0%}", display=False)
-glue("eda_max_boxes", int(image_stats["num_boxes"].max()), display=False)
+# %% tags=["hide-input"]
+glue("eda_share_multi", f"{(num_boxes > 1).mean():.0%}", display=False)
+glue("eda_max_boxes", int(num_boxes.max()), display=False)
 
 # %% [markdown]
 # Most images hold one table, but {glue:text}`eda_share_multi` hold more, up to
@@ -230,13 +246,14 @@ glue("eda_max_boxes", int(image_stats["num_boxes"].max()), display=False)
 # after resizing; one that covers 2% may shrink to a handful of image tokens.
 
 # %% mystnb={"figure": {"caption": "Share of each image covered by its nutrition tables.", "name": "fig-01-coverage"}}
-viz.plot_histogram(image_stats["area_fraction"], xlabel="area covered by boxes (fraction of the image)",
-                   ylabel="number of images", title="Box area coverage per image",
-                   markers={"median": image_stats["area_fraction"].median()})
+coverage = image_stats["area_fraction"]
+viz.plot_histogram(coverage, xlabel="area covered by boxes (fraction of image)",
+                   ylabel="number of images", title="Box area coverage",
+                   markers={"median": coverage.median()})
 
-# %%
-glue("eda_median_coverage", f"{image_stats['area_fraction'].median():.0%}", display=False)
-glue("eda_p10_coverage", f"{image_stats['area_fraction'].quantile(0.1):.1%}", display=False)
+# %% tags=["hide-input"]
+glue("eda_median_coverage", f"{coverage.median():.0%}", display=False)
+glue("eda_p10_coverage", f"{coverage.quantile(0.1):.1%}", display=False)
 
 # %% [markdown]
 # Tables cover a median {glue:text}`eda_median_coverage` of their image, and a tenth of the images
@@ -250,23 +267,28 @@ glue("eda_p10_coverage", f"{image_stats['area_fraction'].quantile(0.1):.1%}", di
 
 # %%
 box_stats = dataset_stats.compute_box_stats(splits["train"])
-box_stats[["width_fraction", "height_fraction", "area_fraction", "aspect_ratio"]].describe().round(3)
+shape_columns = ["width_fraction", "height_fraction", "area_fraction",
+                 "aspect_ratio"]
+box_stats[shape_columns].describe().round(3)
 
 # %% [markdown]
 # **Aspect ratios.** Width over height in pixels, on a log scale so that a box twice as wide as tall
 # sits as far from 1 as one twice as tall as wide.
 
 # %% mystnb={"figure": {"caption": "Aspect ratios of the boxes (width / height in pixels).", "name": "fig-01-aspect"}}
-viz.plot_histogram(box_stats["aspect_ratio"], xlabel="box aspect ratio (width / height, log scale)",
-                   ylabel="number of boxes", title="Box aspect ratios", is_log_x=True, markers={"square": 1.0})
+aspect_ratio = box_stats["aspect_ratio"]
+viz.plot_histogram(aspect_ratio, xlabel="width / height (log scale)",
+                   ylabel="number of boxes", title="Box aspect ratios",
+                   is_log_x=True, markers={"square": 1.0})
 
-# %%
-glue("eda_aspect_range", f"{box_stats['aspect_ratio'].quantile(0.05):.2f} to {box_stats['aspect_ratio'].quantile(0.95):.2f}",
-     display=False)
+# %% tags=["hide-input"]
+glue("eda_aspect_low", f"{aspect_ratio.quantile(0.05):.2f}", display=False)
+glue("eda_aspect_high", f"{aspect_ratio.quantile(0.95):.2f}", display=False)
 
 # %% [markdown]
-# Nine boxes in ten have an aspect ratio between {glue:text}`eda_aspect_range`
-# ({numref}`fig-01-aspect`): tables come both tall and wide, so the model cannot assume a shape.
+# Nine boxes in ten have an aspect ratio between {glue:text}`eda_aspect_low` and
+# {glue:text}`eda_aspect_high` ({numref}`fig-01-aspect`): tables come both tall and wide, so the
+# model cannot assume a shape.
 #
 # **Positions.** Where do the box centres fall? If they crowded in one spot, always answering that
 # spot would already score well, and a low training loss would mean little.
@@ -274,13 +296,20 @@ glue("eda_aspect_range", f"{box_stats['aspect_ratio'].quantile(0.05):.2f} to {bo
 # %% mystnb={"figure": {"caption": "Where box centres fall in the image (top of the image at the top).", "name": "fig-01-centres"}}
 viz.plot_box_centre_heatmap(box_stats)
 
-# %%
-glue("eda_centre_x", f"{box_stats['centre_x'].median():.2f}", display=False)
-glue("eda_centre_y", f"{box_stats['centre_y'].median():.2f}", display=False)
+# %% tags=["hide-input"]
+for axis_name in ("x", "y"):
+    centres = box_stats[f"centre_{axis_name}"]
+    glue(f"eda_centre_{axis_name}_low", f"{centres.quantile(0.25):.2f}",
+         display=False)
+    glue(f"eda_centre_{axis_name}_high", f"{centres.quantile(0.75):.2f}",
+         display=False)
 
 # %% [markdown]
-# The median centre is at ({glue:text}`eda_centre_x`, {glue:text}`eda_centre_y`) of the image
-# ({numref}`fig-01-centres`); how widely the centres spread is what the model must learn to find.
+# The middle half of the centres spans x from {glue:text}`eda_centre_x_low` to
+# {glue:text}`eda_centre_x_high` and y from {glue:text}`eda_centre_y_low` to
+# {glue:text}`eda_centre_y_high` of the image ({numref}`fig-01-centres`): the tables are spread
+# out, so the model has to look for them rather than remember one place (the exercise
+# {ref}`ex-01-constant-guess` below puts a number on how little a constant guess gets).
 #
 # **Sizes.** Box width against height, as fractions of the image, one colour per category:
 
@@ -299,12 +328,15 @@ viz.plot_box_size_scatter(box_stats)
 
 # %% mystnb={"figure": {"caption": "Boxes per category in the training split.", "name": "fig-01-categories"}}
 category_counts = box_stats["category_name"].value_counts().to_dict()
-viz.plot_count_bars(category_counts, xlabel="category", ylabel="number of boxes", title="Categories")
+viz.plot_count_bars(category_counts, xlabel="category",
+                    ylabel="number of boxes", title="Categories")
 
 # %%
 box_stats.groupby("category_name").agg(
-    boxes=("image_id", "size"), images=("image_id", "nunique"),
-    median_area=("area_fraction", "median"), median_aspect_ratio=("aspect_ratio", "median"),
+    boxes=("image_id", "size"),
+    images=("image_id", "nunique"),
+    median_area=("area_fraction", "median"),
+    median_aspect_ratio=("aspect_ratio", "median"),
 ).sort_values("boxes", ascending=False).round(3)
 
 # %% [markdown]
@@ -314,13 +346,18 @@ box_stats.groupby("category_name").agg(
 # training taught. The same statistics, side by side:
 
 # %%
+def summarise_split(stats: pd.DataFrame) -> dict[str, str]:
+    """Return the headline numbers of one split's image statistics."""
+    return {"images": f"{len(stats)}",
+            "median width (px)": f"{stats['width_px'].median():.0f}",
+            "median height (px)": f"{stats['height_px'].median():.0f}",
+            "with 2+ boxes": f"{(stats['num_boxes'] > 1).mean():.1%}",
+            "median coverage": f"{stats['area_fraction'].median():.1%}"}
+
+
 eval_image_stats = dataset_stats.compute_image_stats(splits["eval"])
-pd.DataFrame({
-    split: {"images": len(stats), "median width (px)": stats["width_px"].median(),
-            "median height (px)": stats["height_px"].median(), "share with 2+ boxes": round((stats["num_boxes"] > 1).mean(), 3),
-            "median coverage": round(stats["area_fraction"].median(), 3)}
-    for split, stats in (("train", image_stats), ("eval", eval_image_stats))
-})
+pd.DataFrame({"train": summarise_split(image_stats),
+              "eval": summarise_split(eval_image_stats)})
 
 # %% [markdown]
 # ## What this means for training
@@ -332,17 +369,25 @@ pd.DataFrame({
 
 # %%
 processor = models.load_processor(config)
-recommendations = dataset_stats.recommend_training_settings(splits["train"], processor, prompt=config.data.prompt)
-recommendations.to_frame().style.hide(axis="index")
+recommendations = dataset_stats.recommend_training_settings(
+    splits["train"], processor, prompt=config.data.prompt)
+recommendations.to_frame().set_index("setting")
 
-# %%
-glue("eda_recommended_max_pixels", f"{recommendations.recommended_max_pixels:,}", display=False)
-glue("eda_current_max_pixels", f"{recommendations.max_pixels:,}", display=False)
-glue("eda_tokens_median", f"{recommendations.recommended_image_tokens_median:.0f}", display=False)
-glue("eda_max_new_tokens", recommendations.recommended_max_new_tokens, display=False)
-glue("eda_config_max_new_tokens", config.callbacks.max_new_tokens, display=False)
-glue("eda_max_new_tokens_verdict", "enough" if config.callbacks.max_new_tokens >= recommendations.recommended_max_new_tokens
-     else "too short: raise it, or multi-box answers are cut off", display=False)
+# %% tags=["hide-input"]
+wanted_new_tokens = recommendations.recommended_max_new_tokens
+configured_new_tokens = config.callbacks.max_new_tokens
+glue("eda_recommended_max_pixels",
+     f"{recommendations.recommended_max_pixels:,}", display=False)
+glue("eda_current_max_pixels", f"{recommendations.max_pixels:,}",
+     display=False)
+glue("eda_tokens_median",
+     f"{recommendations.recommended_image_tokens_median:.0f}", display=False)
+glue("eda_max_new_tokens", wanted_new_tokens, display=False)
+glue("eda_config_max_new_tokens", configured_new_tokens, display=False)
+glue("eda_max_new_tokens_verdict",
+     "enough" if configured_new_tokens >= wanted_new_tokens
+     else "too short: raise it, or multi-box answers are cut off",
+     display=False)
 
 # %% [markdown]
 # **Pixel budget and image tokens.** The budget in use is {glue:text}`eda_current_max_pixels`
@@ -358,11 +403,14 @@ config.data.prompt
 
 # %% [markdown]
 # **Multi-box answers.** The answer for the record with the most boxes shows what the model must
-# write: one group per table, in the record's order.
+# write: one group per table, in the record's order. It is printed over several lines here; the
+# real answer is a single line.
 
 # %%
-most_boxes = splits["train"][int(image_stats["num_boxes"].idxmax())]
-print(data.format_answer(most_boxes["objects"]))
+most_boxes = splits["train"][int(num_boxes.idxmax())]
+answer = data.format_answer(most_boxes["objects"])
+print(answer.replace("<|object_ref_end|>", "<|object_ref_end|>\n  ")
+            .replace("<|box_end|>", "<|box_end|>\n"))
 
 # %% [markdown]
 # Generating it takes {glue:text}`eda_max_new_tokens` new tokens with the margin above; the

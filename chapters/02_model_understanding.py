@@ -45,15 +45,21 @@ import transformers
 from myst_nb import glue
 from PIL import Image
 
-from vlmlib import boxes, data, dataset_stats, inference, models, parsing, tokens, viz
+from vlmlib import (boxes, data, dataset_stats, inference, models, parsing,
+                    tokens, viz)
 from vlmlib.config import load_config
 
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
-transformers.utils.logging.disable_progress_bar()  # progress bars are noise on a rendered page
+# Library warnings go to stdout, as plain lines on the page; progress bars are noise there.
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+                    format="%(levelname)s %(name)s: %(message)s")
+transformers.utils.logging.disable_progress_bar()
+
 config = load_config()
 glue("model_profile", config.profile, display=False)
-glue("model_state", "a tiny Qwen2-VL with random weights: it has never been trained, so its answers below are noise"
-     if config.profile == "tiny" else f"{config.model.name} as published, before any fine-tuning", display=False)
+glue("model_state", "a tiny Qwen2-VL with random weights: it has never been "
+     "trained, so its answers below are noise" if config.profile == "tiny"
+     else f"{config.model.name} as published, before any fine-tuning",
+     display=False)
 config.profile
 
 # %% [markdown]
@@ -87,14 +93,15 @@ type(model).__name__, type(processor).__name__
 # 3. the **language model**, a Qwen2 decoder that reads the image tokens in place of the
 #    `<|image_pad|>` placeholders in the text, and writes the answer.
 #
-# The modules two levels deep, with their parameters:
+# The modules two levels deep, with their parameters (`print(model)` shows every layer):
 
 # %%
-pd.DataFrame(
-    [(name, type(module).__name__, sum(parameter.numel() for parameter in module.parameters()))
-     for name, module in model.named_modules() if 0 < name.count(".") <= 2 and "rotary" not in name],
-    columns=["module", "class", "parameters"],
-).style.format({"parameters": "{:,}"}).hide(axis="index")
+pd.Series({
+    name.removeprefix("model."):
+        f"{sum(parameter.numel() for parameter in module.parameters()):,}"
+    for name, module in model.named_modules()
+    if 0 < name.count(".") <= 2 and "rotary" not in name
+}, name="parameters").to_frame()
 
 # %% [markdown]
 # `count_parameters` adds them up per part, counting a shared tensor once: the output layer
@@ -102,15 +109,21 @@ pd.DataFrame(
 
 # %%
 counts = models.count_parameters(model)
-parts = {"vision tower": counts.vision_tower, "patch merger": counts.patch_merger,
-         "language model": counts.language_model, "lm_head (not shared)": counts.lm_head}
-pd.DataFrame({"parameters": parts, "share": {part: count / counts.total for part, count in parts.items()}}).style.format(
-    {"parameters": "{:,}", "share": "{:.1%}"})
+parts = {"vision tower": counts.vision_tower,
+         "patch merger": counts.patch_merger,
+         "language model": counts.language_model,
+         "lm_head (not shared)": counts.lm_head}
+pd.DataFrame({
+    "parameters": {part: f"{count:,}" for part, count in parts.items()},
+    "share": {part: f"{count / counts.total:.1%}"
+              for part, count in parts.items()},
+})
 
-# %%
+# %% tags=["hide-input"]
 embedding_count = model.get_input_embeddings().weight.numel()
 glue("model_total", f"{counts.total:,}", display=False)
-glue("model_embedding_share", f"{embedding_count / counts.total:.0%}", display=False)
+glue("model_embedding_share", f"{embedding_count / counts.total:.0%}",
+     display=False)
 glue("model_vocab", f"{model.config.text_config.vocab_size:,}", display=False)
 
 # %% [markdown]
@@ -138,7 +151,7 @@ glue("model_vocab", f"{model.config.text_config.vocab_size:,}", display=False)
 
 # %%
 min_pixels, max_pixels = models.get_pixel_budget(processor)
-full_config = load_config(profile="full")  # only its numbers: nothing is downloaded
+full_config = load_config(profile="full")  # its numbers only; no download
 full_budget = (full_config.model.min_pixels, full_config.model.max_pixels)
 glue("model_min_pixels", f"{min_pixels:,}", display=False)
 glue("model_max_pixels", f"{max_pixels:,}", display=False)
@@ -146,45 +159,71 @@ glue("model_full_max_pixels", f"{full_budget[1]:,}", display=False)
 min_pixels, max_pixels
 
 # %% [markdown]
-# Here are a few image sizes through this processor, step by step. The last column is what the real
-# processor produced: the number of `<|image_pad|>` tokens in its `input_ids` for a blank image of that
-# size, which must equal the arithmetic.
+# Here are a few image sizes through this processor, step by step. The row "<|image_pad|>
+# (processor)" is what the real processor produced, the number of `<|image_pad|>` tokens in its
+# `input_ids` for a blank image of that size, which must equal the arithmetic just above it. The last
+# row redoes the arithmetic with the `full` profile's budget.
 
 # %%
-def count_image_pads(width_px: int, height_px: int) -> int:
-    """Return how many <|image_pad|> tokens the processor writes for a blank image of this size."""
-    inputs = processor(text=[tokens.IMAGE_PAD_TOKEN], images=[Image.new("RGB", (width_px, height_px))], return_tensors="pt")
-    return int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN)).sum())
+image_pad_id = processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN)
+
+
+def count_image_pads(size_px: tuple[int, int]) -> int:
+    """Return how many <|image_pad|> the processor writes for a blank image."""
+    inputs = processor(text=[tokens.IMAGE_PAD_TOKEN],
+                       images=[Image.new("RGB", size_px)], return_tensors="pt")
+    return int((inputs["input_ids"] == image_pad_id).sum())
 
 
 # %%
-record = data.load_configured_splits(config)["train"][0]
-sizes = {"this record": record["image"].size, "thumbnail": (100, 100), "webcam": (640, 480),
-         "scan": (1200, 1600), "phone photo": (3024, 4032)}
-budgets = {name: dataset_stats.compute_image_token_budget(width, height, min_pixels, max_pixels) for name, (width, height) in sizes.items()}
-pd.DataFrame([{
-    "image": name, "size (px)": f"{budget.width_px}x{budget.height_px}", "pixels": f"{budget.width_px * budget.height_px:,}",
-    "resized (px)": f"{budget.resized_width_px}x{budget.resized_height_px}", "patches": budget.num_patches,
-    "image tokens": budget.num_image_tokens, "processor's <|image_pad|>": count_image_pads(*sizes[name]),
-    "image tokens under full": dataset_stats.compute_image_token_budget(*sizes[name], *full_budget).num_image_tokens,
-} for name, budget in budgets.items()]).style.hide(axis="index")
+splits = data.load_configured_splits(config)
+record = splits["train"][0]
+sizes = {"this record": record["image"].size, "thumbnail": (100, 100),
+         "webcam": (640, 480), "scan": (1200, 1600),
+         "phone photo": (3024, 4032)}
+budgets = {name: dataset_stats.compute_image_token_budget(
+               *size, min_pixels, max_pixels) for name, size in sizes.items()}
 
-# %%
-glue("model_phone_tokens", budgets["phone photo"].num_image_tokens, display=False)
-glue("model_phone_tokens_full", dataset_stats.compute_image_token_budget(3024, 4032, *full_budget).num_image_tokens, display=False)
-glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens, display=False)
+
+def describe_steps(budget: dataset_stats.ImageTokenBudget) -> dict[str, str]:
+    """Return the processor's steps for one image, as table cells."""
+    size = (budget.width_px, budget.height_px)
+    full = dataset_stats.compute_image_token_budget(*size, *full_budget)
+    return {
+        "size (px)": f"{budget.width_px}x{budget.height_px}",
+        "pixels": f"{budget.width_px * budget.height_px:,}",
+        "resized (px)": f"{budget.resized_width_px}x{budget.resized_height_px}",
+        "14 px patches": f"{budget.num_patches:,}",
+        "image tokens": f"{budget.num_image_tokens:,}",
+        "<|image_pad|> (processor)": f"{count_image_pads(size):,}",
+        "image tokens under full": f"{full.num_image_tokens:,}",
+    }
+
+
+pd.DataFrame({name: describe_steps(budget) for name, budget in budgets.items()})
+
+# %% tags=["hide-input"]
+phone_under_full = dataset_stats.compute_image_token_budget(
+    *sizes["phone photo"], *full_budget)
+glue("model_phone_tokens", budgets["phone photo"].num_image_tokens,
+     display=False)
+glue("model_phone_tokens_full", phone_under_full.num_image_tokens,
+     display=False)
+glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens,
+     display=False)
 
 # %% [markdown]
 # Under this budget ({glue:text}`model_min_pixels` to {glue:text}`model_max_pixels` pixels) a phone
 # photo becomes {glue:text}`model_phone_tokens` image tokens and a thumbnail is enlarged to
-# {glue:text}`model_thumbnail_tokens`; the arithmetic and the processor agree on every row. The
+# {glue:text}`model_thumbnail_tokens`; the arithmetic and the processor agree in every column. The
 # `full` budget (up to {glue:text}`model_full_max_pixels` pixels) turns the same photo into
 # {glue:text}`model_phone_tokens_full` tokens. The grid below shows the record at the size the model
 # sees it: thin lines between patches, thick lines around each image token.
 
 # %% mystnb={"figure": {"caption": "A record at the processor's size: 14 px patches (thin lines) and the 28 px image tokens they merge into (thick lines).", "name": "fig-02-patches"}}
 record_budget = budgets["this record"]
-viz.plot_patch_grid(record["image"], record_budget.resized_width_px, record_budget.resized_height_px)
+viz.plot_patch_grid(record["image"], record_budget.resized_width_px,
+                    record_budget.resized_height_px)
 
 # %% [markdown]
 # ## The chat template and its special tokens
@@ -194,7 +233,9 @@ viz.plot_patch_grid(record["image"], record_budget.resized_width_px, record_budg
 # processor's {term}`chat template` turns it into text with special tokens:
 
 # %%
-conversation = data.build_conversation(record, prompt=config.data.prompt, system_message=config.data.system_message)
+conversation = data.build_conversation(
+    record, prompt=config.data.prompt,
+    system_message=config.data.system_message)
 chat_text = processor.apply_chat_template(conversation, tokenize=False)
 print(chat_text)
 
@@ -203,14 +244,21 @@ print(chat_text)
 # token, and the model swaps each pad for the matching merged-patch vector:
 
 # %%
-inputs = processor(text=[chat_text], images=[record["image"]], return_tensors="pt")
+inputs = processor(text=[chat_text], images=[record["image"]],
+                   return_tensors="pt")
 input_ids = inputs["input_ids"][0].tolist()
-{"tokens in the sequence": len(input_ids), "image_grid_thw": inputs["image_grid_thw"][0].tolist(),
- "<|image_pad|> tokens": input_ids.count(processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN))}
+{"tokens in the sequence": len(input_ids),
+ "image_grid_thw": inputs["image_grid_thw"][0].tolist(),
+ "<|image_pad|> tokens": input_ids.count(image_pad_id)}
 
 # %% mystnb={"figure": {"caption": "The training example as the model reads it, one cell per token, special tokens coloured (the run of image pads is drawn as one cell).", "name": "fig-02-token-strip"}}
-token_texts = [processor.tokenizer.decode([token_id]) for token_id in input_ids]
-viz.plot_token_strip(token_texts, title="One training example, token by token")
+def decode_each(token_ids: list[int]) -> list[str]:
+    """Return the text of each token on its own."""
+    return [processor.tokenizer.decode([token_id]) for token_id in token_ids]
+
+
+viz.plot_token_strip(decode_each(input_ids),
+                     title="One training example, token by token")
 
 # %% [markdown]
 # {numref}`fig-02-token-strip` shows the whole sequence: chat markup around each turn, the image's
@@ -220,9 +268,13 @@ viz.plot_token_strip(token_texts, title="One training example, token by token")
 # ones in `vlmlib.tokens`:
 
 # %%
-pd.DataFrame([{"token": token, "id from the tokenizer": processor.tokenizer.convert_tokens_to_ids(token),
-               "pinned id (vlmlib.tokens)": pinned_id, "in this example": input_ids.count(pinned_id)}
-              for token, pinned_id in tokens.QWEN2_VL_SPECIAL_TOKEN_IDS.items()]).style.hide(axis="index")
+pd.DataFrame([
+    {"token": token,
+     "id (tokenizer)": processor.tokenizer.convert_tokens_to_ids(token),
+     "id (vlmlib.tokens)": pinned_id,
+     "in this example": input_ids.count(pinned_id)}
+    for token, pinned_id in tokens.QWEN2_VL_SPECIAL_TOKEN_IDS.items()
+]).set_index("token")
 
 # %% [markdown]
 # ## How a box answer is tokenised
@@ -230,16 +282,18 @@ pd.DataFrame([{"token": token, "id from the tokenizer": processor.tokenizer.conv
 # The answer the model learns is text. Qwen2's tokenizer splits numbers into single digits, so every
 # coordinate is one to four tokens, written one after the other:
 
-# %%
+# %% mystnb={"figure": {"caption": "The record's answer, token by token: each digit is its own token.", "name": "fig-02-answer-tokens"}}
 answer = data.format_answer(record["objects"])
 answer_ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
-pd.DataFrame({"token": [processor.tokenizer.decode([token_id]) for token_id in answer_ids], "id": answer_ids}).T
+viz.plot_token_strip(decode_each(answer_ids),
+                     title="A box answer, token by token", max_row_chars=60)
 
-# %%
+# %% tags=["hide-input"]
 glue("model_answer_tokens", len(answer_ids), display=False)
 
 # %% [markdown]
-# This one-box answer is {glue:text}`model_answer_tokens` tokens. The coordinates sit on Qwen2-VL's
+# This one-box answer is {glue:text}`model_answer_tokens` tokens ({numref}`fig-02-answer-tokens`).
+# Punctuation may merge (`),(` is a single token), digits never do. The coordinates sit on Qwen2-VL's
 # 0-1000 grid, relative to the image, whatever its size in pixels: the model never needs to know
 # how large the photo was, and a grid step is 0.1% of a side. Writing digit by digit has a
 # consequence for training: a wrong first digit moves a corner by a tenth of the image, a wrong last
@@ -254,24 +308,33 @@ glue("model_answer_tokens", len(answer_ids), display=False)
 # the parser can see the answer's structure.
 
 # %%
-eval_records = [data.load_configured_splits(config)["eval"][index] for index in range(4)]
-answers = inference.generate_answers(model, processor, eval_records, max_new_tokens=config.callbacks.max_new_tokens)
+eval_records = [splits["eval"][index] for index in range(4)]
+answers = inference.generate_answers(
+    model, processor, eval_records,
+    max_new_tokens=config.callbacks.max_new_tokens)
 parsed = [parsing.parse_box_answer(answer) for answer in answers]
-pd.DataFrame({"answer": [answer if len(answer) <= 70 else answer[:67] + "..." for answer in answers],
-              "boxes (box_qwen)": [[box.box_qwen for box in result.boxes] for result in parsed],
-              "why no box": [result.failure_reason for result in parsed]})
+pd.DataFrame({
+    "why no box": [result.failure_reason or "" for result in parsed],
+    "boxes (box_qwen)": [[box.box_qwen for box in result.boxes]
+                         for result in parsed],
+    "answer begins": [answer[:24] for answer in answers],
+}, index=[record["image_id"] for record in eval_records])
 
 # %% mystnb={"figure": {"caption": "Zero-shot answers: ground truth (solid blue) and any box parsed from the answer (dashed orange).", "name": "fig-02-zero-shot"}}
 drawn = []
 for eval_record, result in zip(eval_records, parsed):
-    width_px, height_px = eval_record["image"].size
-    ground_truth_xyxy = [boxes.convert_hub_box_to_xyxy(box_hub, width_px, height_px) for box_hub in eval_record["objects"]["bbox"]]
-    predicted_xyxy = [boxes.convert_qwen_box_to_xyxy(box.box_qwen, width_px, height_px) for box in result.boxes]
-    drawn.append(viz.draw_boxes(eval_record["image"], ground_truth_xyxy, predicted_xyxy))
-viz.plot_image_grid(drawn, titles=[f"{len(result.boxes)} box(es) parsed" for result in parsed], num_columns=4, figure_size=(12, 4))
+    image = eval_record["image"]
+    truth_xyxy = [boxes.convert_hub_box_to_xyxy(box_hub, *image.size)
+                  for box_hub in eval_record["objects"]["bbox"]]
+    predicted_xyxy = [boxes.convert_qwen_box_to_xyxy(box.box_qwen, *image.size)
+                      for box in result.boxes]
+    drawn.append(viz.draw_boxes(image, truth_xyxy, predicted_xyxy))
+titles = [f"{len(result.boxes)} box(es) parsed" for result in parsed]
+viz.plot_image_grid(drawn, titles=titles, num_columns=4, figure_size=(8, 3))
 
-# %%
-glue("model_num_parsed", sum(not result.is_parse_failure for result in parsed), display=False)
+# %% tags=["hide-input"]
+glue("model_num_parsed", sum(not result.is_parse_failure for result in parsed),
+     display=False)
 glue("model_num_answers", len(parsed), display=False)
 
 # %% [markdown]
@@ -295,17 +358,24 @@ glue("model_num_answers", len(parsed), display=False)
 # Typical answers, good and bad, and what the parser makes of them:
 
 # %%
+label = "<|object_ref_start|>nutrition-table<|object_ref_end|>"
 typical_answers = {
-    "the trained format": "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(560,910)<|box_end|>",
+    "the trained format": label + "<|box_start|>(120,340),(560,910)<|box_end|>",
     "special tokens stripped": "nutrition-table(120,340),(560,910)",
-    "a description in words": "The nutrition table is on the back of the package.",
-    "cut off by max_new_tokens": "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(56",
-    "pixel coordinates, not the grid": "<|box_start|>(1200,340),(2560,910)<|box_end|>",
+    "a description in words": "The nutrition table is on the back.",
+    "cut off by max_new_tokens": label + "<|box_start|>(120,340),(56",
+    "pixel coordinates": "<|box_start|>(1200,340),(2560,910)<|box_end|>",
     "corners swapped": "<|box_start|>(560,910),(120,340)<|box_end|>",
     "nothing at all": "",
 }
-pd.DataFrame([{"case": case, "boxes": [box.box_qwen for box in parsing.parse_box_answer(text).boxes],
-               "failure reason": parsing.parse_box_answer(text).failure_reason} for case, text in typical_answers.items()])
+typical_parsed = {case: parsing.parse_box_answer(text)
+                  for case, text in typical_answers.items()}
+pd.DataFrame({
+    "boxes": {case: [box.box_qwen for box in result.boxes]
+              for case, result in typical_parsed.items()},
+    "failure reason": {case: (result.failure_reason or "").split(":")[0]
+                       for case, result in typical_parsed.items()},
+})
 
 # %% [markdown]
 # The failures fall into four kinds, each with its own fix:

@@ -24,6 +24,8 @@ SOLUTIONS = sorted((ROOT / "solutions").glob("lab_*.ipynb"))
 LAB_NAMES = [path.name for path in SOLUTIONS]
 CHECK_CELL = re.compile(r"^checks\.check_\w+\(")
 MIN_EXERCISES_PER_LAB = 3
+# Read at import, before conftest's tiny_config fixture points VLM_CACHE_DIR at its own smaller dataset.
+USER_CACHE_DIR = os.environ.get("VLM_CACHE_DIR")
 
 
 def _execute(path: Path) -> nbformat.NotebookNode:
@@ -44,7 +46,7 @@ def executed_notebooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, nb
     paths = SOLUTIONS + [ROOT / "labs" / name for name in LAB_NAMES]
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit this environment
         patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("VLM_CACHE_DIR", os.environ.get("VLM_CACHE_DIR") or str(tmp_path_factory.mktemp("lab-cache")))
+        patch.setenv("VLM_CACHE_DIR", USER_CACHE_DIR or str(tmp_path_factory.mktemp("lab-cache")))
         executed = [_execute(paths[0])]  # builds the tiny assets, before two kernels could race to build them
         with ThreadPoolExecutor(max_workers=2) as pool:
             executed += list(pool.map(_execute, paths[1:]))

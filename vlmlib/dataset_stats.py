@@ -27,6 +27,9 @@ from vlmlib.data import DEFAULT_PROMPT, build_conversation, format_answer
 from vlmlib.models import get_pixel_budget
 
 __all__ = [
+    "MERGE_SIZE",
+    "MIN_BOXES_PER_LABEL",
+    "PATCH_SIZE_PX",
     "ImageTokenBudget",
     "TrainingRecommendations",
     "compute_box_stats",
@@ -38,7 +41,7 @@ __all__ = [
 
 PATCH_SIZE_PX = 14  # Qwen2-VL's vision tower cuts the image into 14x14 patches
 MERGE_SIZE = 2  # the patch merger joins 2x2 neighbouring patches into one token
-MIN_BOXES_PER_LABEL = 30  # a rule of thumb: fewer training examples than this, and a class label is mostly guessed
+MIN_BOXES_PER_LABEL = 30  # a rule of thumb, not a law: with fewer training boxes, a label is mostly guessed
 _STAT_COLUMNS = ["image_id", "width", "height", "objects"]
 
 
@@ -186,10 +189,10 @@ class TrainingRecommendations:
             ("max sequence length", f">= {self.max_sequence_tokens}",
              f"the longest image's tokens + system message, prompt ({self.prompt_tokens} tokens) and longest answer; "
              "truncating shorter cuts answers or image tokens"),
-            ("labels", f"merge {', '.join(rare)} into {next(iter(self.category_counts))!r}" if rare else "keep the category names",
-             f"the rarest category, {rarest!r}, has {self.category_counts[rarest]} boxes "
-             f"({self.category_counts[rarest] / sum(self.category_counts.values()):.1%}); "
-             f"a label needs at least {MIN_BOXES_PER_LABEL} to be learnt"),
+            ("labels", "keep the category names",
+             f"the answer names each table's category; the rarest, {rarest!r}, has {self.category_counts[rarest]} boxes"
+             + (f"; {len(rare)} of {len(self.category_counts)} categories have fewer than {MIN_BOXES_PER_LABEL}, "
+                "so expect their labels to be guessed" if rare else "")),
         ]
         return pd.DataFrame(rows, columns=["setting", "recommendation", "because"])
 
@@ -220,6 +223,18 @@ def _share_largest_first(box_stats: pd.DataFrame) -> float:
     return float(ordered.mean())
 
 
+def _count_text_tokens(records: list[dict[str, Any]], processor: Qwen2VLProcessor, prompt: str) -> tuple[int, int, int]:
+    """Return (longest answer, prompt, whole chat around the longest answer minus its one image pad), in tokens."""
+    answers = [format_answer(record["objects"]) for record in records]
+    answer_tokens = [len(ids) for ids in processor.tokenizer(answers, add_special_tokens=False)["input_ids"]]
+    prompt_tokens = len(processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    # The chat template writes the image as one <|image_pad|>; the processor expands it, so count it as 0 here.
+    longest = {"image": None, "objects": records[int(np.argmax(answer_tokens))]["objects"]}
+    chat_text = processor.apply_chat_template(build_conversation(longest, prompt), tokenize=False)
+    chat_tokens = len(processor.tokenizer(chat_text, add_special_tokens=False)["input_ids"]) - 1
+    return max(answer_tokens), prompt_tokens, chat_tokens
+
+
 def recommend_training_settings(
     dataset: datasets.Dataset | Sequence[dict[str, Any]],
     processor: Qwen2VLProcessor,
@@ -240,21 +255,15 @@ def recommend_training_settings(
             two merged-patch widths (56 px), so a box spans at least 2x2 image tokens.
         coverage: the share of boxes that must reach `target_box_side_px`.
     """
-    image_stats, box_stats = compute_image_stats(dataset), compute_box_stats(dataset)
+    records = _records(dataset)  # read once: images dropped, plain dicts
+    image_stats, box_stats = compute_image_stats(records), compute_box_stats(records)
     min_pixels, max_pixels = get_pixel_budget(processor)
     block = (PATCH_SIZE_PX * MERGE_SIZE) ** 2
     required = _required_max_pixels(box_stats, target_box_side_px)
     largest_image = int(math.ceil(image_stats["num_pixels"].max() / block) * block)  # beyond this no image grows
     recommended = int(min(max(math.ceil(required.quantile(coverage) / block) * block, min_pixels), largest_image))
     current, new = _token_count_stats(image_stats, min_pixels, max_pixels), _token_count_stats(image_stats, min_pixels, recommended)
-    answers = [format_answer(record["objects"]) for record in _records(dataset)]
-    answer_tokens = [len(ids) for ids in processor.tokenizer(answers, add_special_tokens=False)["input_ids"]]
-    answer_tokens_max = max(answer_tokens)
-    prompt_tokens = len(processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    # The whole chat around the longest answer, with the image still one <|image_pad|> (the processor expands it)
-    longest = {"image": None, "objects": _records(dataset)[int(np.argmax(answer_tokens))]["objects"]}
-    chat_text = processor.apply_chat_template(build_conversation(longest, prompt), tokenize=False)
-    chat_tokens = len(processor.tokenizer(chat_text, add_special_tokens=False)["input_ids"]) - 1
+    answer_tokens_max, prompt_tokens, chat_tokens = _count_text_tokens(records, processor, prompt)
     return TrainingRecommendations(
         min_pixels=min_pixels, max_pixels=max_pixels, recommended_max_pixels=recommended,
         target_box_side_px=target_box_side_px, coverage=coverage,
