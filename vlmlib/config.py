@@ -140,6 +140,7 @@ class TrainingConfig:
     save_steps: int = 100
     save_total_limit: int | None = 2
     seed: int = 42
+    dataloader_num_workers: int = 0  # processes that build batches while the GPU trains; 0 = in the main process
     report_to: list[str] = field(default_factory=list)
 
 

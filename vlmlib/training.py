@@ -77,7 +77,7 @@ def build_sft_config(config: Config, output_dir: Path | str | None = None, **ove
         max_length=None,  # truncation could cut image tokens away from their pixels (TRL docs, VLM fine-tuning)
         remove_unused_columns=False,  # the collator needs the raw "image" and "objects" columns
         dataset_kwargs={"skip_prepare_dataset": True},  # our collator builds the chat; TRL must not tokenize first
-        dataloader_num_workers=0,
+        dataloader_num_workers=training.dataloader_num_workers,
         ddp_find_unused_parameters=False,  # every trainable (LoRA) weight is used in each forward pass
         disable_tqdm=config.callbacks.console_log,  # the console callback prints one readable line per log instead
     )
