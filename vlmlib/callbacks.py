@@ -16,11 +16,12 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from vlmlib.boxes import convert_hub_box_to_xyxy, convert_qwen_box_to_xyxy
+from vlmlib.collators import IGNORE_INDEX
 from vlmlib.config import Config
 from vlmlib.inference import predict_boxes
 from vlmlib.metrics import compute_image_mean_iou
 
-__all__ = ["ConsoleLogCallback", "GradNormCallback", "IoUEvalCallback", "build_callbacks", "score_parsed_answers"]
+__all__ = ["AnswerLossCallback", "ConsoleLogCallback", "GradNormCallback", "IoUEvalCallback", "build_callbacks", "score_parsed_answers"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +144,46 @@ def build_callbacks(config: Config, processor, eval_records: Sequence[dict[str, 
     if options.console_log:
         callbacks.append(ConsoleLogCallback())
     return callbacks
+
+
+class AnswerLossCallback(TrainerCallback):
+    """Every `every_steps` steps, log `eval_answer_loss`: the loss on the answer tokens of fixed held-out batches.
+
+    Why: an `all_tokens` run's training loss averages over prompt and answer, an `assistant_only` run's
+    over the answer alone, so the two numbers measure different things. This one measures the same
+    thing for both: how well the model predicts the answers of images it never trained on.
+    Explained in: chapter 04, "The loss on the answer alone".
+
+    Args:
+        batches: collator batches whose labels keep only the answer (`CollatorV3` with `assistant_only`),
+            built once so that every measurement sees the same tokens.
+        loss_function: `vlmlib.training.compute_answer_loss` (passed in because `training` imports this module).
+        every_steps: how often; it also runs before the first step and after the last.
+    """
+
+    def __init__(self, batches: Sequence[dict[str, torch.Tensor]], loss_function, every_steps: int) -> None:
+        self.batches, self.loss_function, self.every_steps = list(batches), loss_function, every_steps
+        self.num_answer_tokens = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in self.batches)
+        self.history: list[dict[str, float]] = []
+
+    def _measure(self, model, state: TrainerState) -> None:
+        was_training = model.training
+        model.eval()  # no dropout: the measurement must not depend on the random state
+        device = next(model.parameters()).device
+        with torch.no_grad():  # the sum over batches, divided by all their answer tokens: a per-token mean
+            loss = sum(float(self.loss_function(model, {key: value.to(device) for key, value in batch.items()},
+                                                self.num_answer_tokens)) for batch in self.batches)
+        model.train(was_training)
+        self.history.append({"step": state.global_step, "eval_answer_loss": loss})
+        state.log_history.append(dict(self.history[-1]))
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        self._measure(model, state)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        if self.every_steps > 0 and state.global_step % self.every_steps == 0:
+            self._measure(model, state)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        if self.history[-1]["step"] != state.global_step:
+            self._measure(model, state)

@@ -45,6 +45,13 @@ __all__ = [
     "check_count_lora_parameters",
     "check_iou_callback",
     "check_precision_recall",
+    "TOY_TOKEN_IDS",
+    "check_build_v2_labels",
+    "check_find_answer_positions",
+    "check_build_answer_mask",
+    "check_trained_fraction_by_role",
+    "check_answer_loss_weight",
+    "check_loss_share_by_role",
     "run_check",
 ]
 
@@ -598,3 +605,363 @@ def check_average_precision(function: Callable[[Sequence[Any], float], Any]) -> 
     return run_check(function, cases, tolerance=1e-6,
                      hint="sort boxes by score, mark each a true positive if it takes an unmatched table at IoU >= threshold, "
                           "then average the interpolated precision at recall 0, 0.01, ..., 1.")
+
+
+# --- labs 03 and 04: collators and masking ---
+
+# Small made-up token ids for the first, readable cases of labs 03 and 04; the real ids have six digits.
+# The functions under test take every id they need as an argument, so nothing may depend on these values.
+TOY_TOKEN_IDS = {"<pad>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<|vision_start|>": 3, "<|image_pad|>": 4,
+                 "<|vision_end|>": 5, "system": 6, "user": 7, "assistant": 8, "\n": 9}  # other words: 10 and up
+_TOY_SYSTEM = [1, 6, 9, 11, 2, 9]  # <|im_start|>system\n WORD <|im_end|>\n
+_TOY_USER = [1, 7, 9, 3, 4, 4, 5, 12, 2, 9]  # <|im_start|>user\n <|vision_start|><|image_pad|>x2<|vision_end|> WORD <|im_end|>\n
+_TOY_ANSWER = [1, 8, 9, 20, 21, 2, 9]  # <|im_start|>assistant\n WORD WORD <|im_end|>\n
+_TOY_HEADER = [8, 9]  # "assistant", "\n": what follows <|im_start|> in an assistant turn
+
+
+class _Raised:
+    """Stands for "the function raised this error": equal to any other `_Raised` of the same type, whatever the message."""
+
+    def __init__(self, error_type: str, description: str = "") -> None:
+        self.error_type, self.description = error_type, description
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Raised) and other.error_type == self.error_type
+
+    __hash__ = None  # mutable-looking and compared by type only: not for sets or dict keys
+
+    def __repr__(self) -> str:
+        return f"raises {self.error_type}" + (f" ({self.description})" if self.description else "")
+
+
+def _to_plain(value: Any) -> Any:
+    """Return tensors and arrays as nested lists, with True/False as 1/0 (shorter to read in a verdict)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(item) for item in value]
+    return value
+
+
+class _PlainResult:
+    """Call a student's function; give `run_check` its result as plain lists, and a ValueError as `_Raised`.
+
+    The function's name and code are kept, so the verdict names the student's function and an error
+    points at the student's line, not at this wrapper.
+    """
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.__name__ = getattr(function, "__name__", repr(function))
+        self.__code__ = getattr(function, "__code__", None)
+
+    def __call__(self, *arguments: Any) -> Any:
+        try:
+            return _to_plain(self.function(*arguments))
+        except ValueError as error:
+            return _Raised("ValueError", _describe_error(error, self.function))
+
+
+def _toy_batch(rows: Sequence[Sequence[int]], padding_side: str, pad_id: int = 0) -> tuple[Any, Any]:
+    """Return (input_ids, attention_mask), (batch, longest row) int64 tensors, the rows padded on `padding_side`."""
+    import torch
+
+    length = max(len(row) for row in rows)
+    ids, mask = [], []
+    for row in rows:
+        padding = [pad_id] * (length - len(row))
+        ids.append(list(row) + padding if padding_side == "right" else padding + list(row))
+        mask.append([1] * len(row) + [0] * len(padding) if padding_side == "right" else [0] * len(padding) + [1] * len(row))
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+def _real_batches(processor: Any, records: Sequence[dict[str, Any]], collator_class: type, **options: Any) -> dict[str, dict]:
+    """Return {"right padding": batch, "left padding": batch} of the records through a vlmlib collator."""
+    return {f"{side} padding": collator_class(processor, padding_side=side, **options)(list(records)) for side in ("right", "left")}
+
+
+def _reference_answer_mask(input_ids: Any, attention_mask: Any, im_start_id: int, im_end_id: int,
+                           assistant_header_ids: Sequence[int]) -> Any:
+    """Return `vlmlib.collators.find_answer_mask`'s result as plain lists, or `_Raised` when it raises."""
+    from vlmlib.collators import find_answer_mask
+
+    try:
+        return _to_plain(find_answer_mask(input_ids, attention_mask, im_start_id, im_end_id, assistant_header_ids))
+    except ValueError:
+        return _Raised("ValueError")
+
+
+def check_build_v2_labels(function: Callable[..., Any], processor: Any, records: Sequence[dict[str, Any]]) -> CheckResult:
+    """Check V2's labels (padding and vision tokens set to -100) against `CollatorV2` (lab 03, exercise 3.1).
+
+    Args:
+        function: the student's `build_v2_labels(input_ids, attention_mask, vision_token_ids)`.
+        processor, records: real cases are built from these, with right and left padding.
+    """
+    from types import SimpleNamespace
+
+    import torch
+
+    from vlmlib.collators import CollatorV2
+    from vlmlib.tokens import VISION_TOKENS
+
+    def expected(input_ids: Any, attention_mask: Any, vision_token_ids: list[int]) -> list:
+        stand_in = SimpleNamespace(vision_token_ids=torch.tensor(vision_token_ids))  # CollatorV2's method, on toy ids
+        labels = CollatorV2.mask_padding_and_vision(stand_in, {"input_ids": input_ids, "attention_mask": attention_mask},
+                                                    input_ids.clone())
+        return _to_plain(labels)
+
+    toy_vision = [TOY_TOKEN_IDS[token] for token in VISION_TOKENS]
+    toy_cases = {  # name -> ((input_ids, attention_mask), hint)
+        "one toy example, no padding": (_toy_batch([_TOY_USER + _TOY_ANSWER], "right"),
+                                        "start from a copy of input_ids (.clone()) and set the vision tokens to -100."),
+        "two toy examples, right padding": (_toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_ANSWER], "right"),
+                                            "positions where attention_mask is 0 are padding: -100."),
+        "two toy examples, left padding": (_toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_ANSWER], "left"), None),
+        "padding written with an ordinary word's id (11)": (
+            _toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_SYSTEM], "right", pad_id=11),
+            "find padding with attention_mask == 0, never with the pad token's id: some tokenizers pad with a real token."),
+    }
+    cases = [CheckCase(name, {"input_ids": ids, "attention_mask": mask, "vision_token_ids": toy_vision},
+                       expected(ids, mask, toy_vision), hint) for name, ((ids, mask), hint) in toy_cases.items()]
+    vision_ids = processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+    for name, batch in _real_batches(processor, records, CollatorV2).items():
+        cases.append(CheckCase(f"{len(records)} real examples, {name} (CollatorV2's labels)",
+                               {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                                "vision_token_ids": vision_ids}, _to_plain(batch["labels"]), None))
+    return run_check(_PlainResult(function), cases, hint="labels = input_ids.clone(); then -100 where attention_mask == 0 "
+                                                         "and where torch.isin(input_ids, vision ids).")
+
+
+def check_find_answer_positions(function: Callable[..., Any], processor: Any, records: Sequence[dict[str, Any]]) -> CheckResult:
+    """Check a loop over one unpadded sequence that marks the answer, against `find_answer_mask` (exercise 3.2).
+
+    Args:
+        function: the student's `find_answer_positions(input_ids, im_start_id, im_end_id, assistant_header_ids)`,
+            taking and returning lists.
+        processor, records: a real case is built from the first record (`CollatorV3`, one example, no padding).
+    """
+    import torch
+
+    from vlmlib.collators import CollatorV3
+
+    def case(name: str, input_ids: list[int], im_start_id: int, im_end_id: int, header_ids: list[int], hint: str | None) -> CheckCase:
+        ids = torch.tensor([input_ids])
+        expected = _reference_answer_mask(ids, torch.ones_like(ids), im_start_id, im_end_id, header_ids)
+        return CheckCase(name, {"input_ids": list(input_ids), "im_start_id": im_start_id, "im_end_id": im_end_id,
+                                "assistant_header_ids": list(header_ids)},
+                         expected if isinstance(expected, _Raised) else expected[0], hint)
+
+    start, end = TOY_TOKEN_IDS["<|im_start|>"], TOY_TOKEN_IDS["<|im_end|>"]
+    cases = [
+        case("a user turn, then the answer", _TOY_USER + _TOY_ANSWER, start, end, _TOY_HEADER,
+             "the answer starts after <|im_start|>assistant\\n and ends with its <|im_end|>, which is marked too."),
+        case("system, user, answer", _TOY_SYSTEM + _TOY_USER + _TOY_ANSWER, start, end, _TOY_HEADER, None),
+        case("two assistant turns", _TOY_USER + _TOY_ANSWER + _TOY_USER + [1, 8, 9, 22, 2, 9], start, end, _TOY_HEADER,
+             "keep looking after the first answer: a conversation can have several assistant turns."),
+        case("the words 'assistant\\n' inside the user's text", [1, 7, 9, 8, 9, 12, 2, 9] + _TOY_ANSWER, start, end, _TOY_HEADER,
+             "a header counts only right after <|im_start|>."),
+        case("an empty answer", _TOY_USER + [1, 8, 9, 2, 9], start, end, _TOY_HEADER, "an empty answer still has its <|im_end|>."),
+        case("an answer cut off before its <|im_end|>", _TOY_USER + _TOY_ANSWER[:-2], start, end, _TOY_HEADER,
+             "when the sequence ends inside an assistant turn, raise ValueError: training on half an answer teaches "
+             "the model to stop early."),
+    ]
+    batch = CollatorV3(processor)(list(records[:1]))
+    tokenizer = processor.tokenizer
+    cases.append(case("a real example from CollatorV3", batch["input_ids"][0].tolist(), tokenizer.convert_tokens_to_ids("<|im_start|>"),
+                      tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.encode("assistant\n", add_special_tokens=False), None))
+    return run_check(_PlainResult(function), cases, hint="walk the ids once: at each <|im_start|> followed by the header, "
+                                                         "mark everything after the header up to and including the next <|im_end|>.")
+
+
+def check_build_answer_mask(function: Callable[..., Any], processor: Any, records: Sequence[dict[str, Any]]) -> CheckResult:
+    """Check a vectorised answer mask for a padded batch against `vlmlib.collators.find_answer_mask` (exercise 3.3).
+
+    Args:
+        function: the student's `build_answer_mask(input_ids, attention_mask, im_start_id, im_end_id, assistant_header_ids)`.
+        processor, records: real batches are built from these (`CollatorV2`), with right and left padding.
+    """
+    from vlmlib.collators import CollatorV2
+
+    start, end = TOY_TOKEN_IDS["<|im_start|>"], TOY_TOKEN_IDS["<|im_end|>"]
+    two_turns = _TOY_USER + _TOY_ANSWER + [1, 7, 9, 13, 2, 9, 1, 8, 9, 22, 2, 9]
+    toy_cases = {  # name -> ((input_ids, attention_mask), hint)
+        "two rows, right padding": (_toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_ANSWER], "right"), None),
+        "two rows, left padding": (_toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_ANSWER], "left"),
+                                   "never use absolute positions: with left padding the turns start later in short rows."),
+        "two assistant turns in one row": (_toy_batch([two_turns, _TOY_USER + _TOY_ANSWER], "right"),
+                                           "count <|im_start|> tokens along each row (cumsum) to number the turns."),
+        "left padding written with <|im_end|>'s id": (
+            _toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_ANSWER], "left", pad_id=end),
+            "count only real tokens: multiply by attention_mask before counting <|im_start|> and <|im_end|>."),
+        "a row whose answer was cut off": (_toy_batch([_TOY_USER + _TOY_ANSWER, _TOY_USER + _TOY_ANSWER[:-2]], "right"),
+                                           "raise ValueError when an assistant turn has no closing <|im_end|>."),
+    }
+    cases = [CheckCase(name, {"input_ids": ids, "attention_mask": mask, "im_start_id": start, "im_end_id": end,
+                              "assistant_header_ids": _TOY_HEADER}, _reference_answer_mask(ids, mask, start, end, _TOY_HEADER), hint)
+             for name, ((ids, mask), hint) in toy_cases.items()]
+    tokenizer = processor.tokenizer
+    real_ids = (tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                tokenizer.encode("assistant\n", add_special_tokens=False))
+    for name, batch in _real_batches(processor, records, CollatorV2).items():
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "im_start_id": real_ids[0],
+                  "im_end_id": real_ids[1], "assistant_header_ids": real_ids[2]}
+        cases.append(CheckCase(f"{len(records)} real examples, {name}", inputs, _reference_answer_mask(*inputs.values()), None))
+    return run_check(_PlainResult(function), cases, hint="mark assistant-header starts, number the turns with cumsum, and keep "
+                                                         "positions after the header up to the turn's <|im_end|>; return a bool tensor.")
+
+
+def _reference_trained_fraction(roles: Sequence[Sequence[str]], labels: Any) -> dict[str, float]:
+    """Return the share of the trained positions (label not -100) in each role, as chapter 03 counts them."""
+    from collections import Counter
+
+    from vlmlib.collators import IGNORE_INDEX, TOKEN_ROLES
+
+    counts = Counter(role for row_roles, row_labels in zip(roles, labels.tolist())
+                     for role, label in zip(row_roles, row_labels) if label != IGNORE_INDEX)
+    total = sum(counts.values())
+    return {role: counts[role] / total for role in TOKEN_ROLES}
+
+
+def check_trained_fraction_by_role(function: Callable[..., Any], processor: Any, records: Sequence[dict[str, Any]]) -> CheckResult:
+    """Check the share of trained positions per role against chapter 03's count (lab 04, exercise 4.1).
+
+    Args:
+        function: the student's `trained_fraction_by_role(roles, labels)`.
+        processor, records: real cases are the records through CollatorV1, V2 and V3 (both strategies).
+    """
+    import torch
+
+    from vlmlib.collators import IGNORE_INDEX, CollatorV1, CollatorV2, CollatorV3, find_token_roles
+
+    ignored = IGNORE_INDEX
+    toy = {  # name -> (roles, labels, hint)
+        "one row, everything trained": ([["system", "system", "user", "user", "assistant"]], [[1, 2, 3, 4, 5]],
+                                        "return every role of TOKEN_ROLES as a key, 0.0 for roles with no trained position."),
+        "one row, the prompt masked": ([["system", "user", "user", "assistant", "assistant"]], [[ignored, ignored, ignored, 7, 8]],
+                                       "count only positions whose label is not -100."),
+        "two rows of different lengths": (
+            [["user", "assistant", "assistant", "padding"], ["user", "user", "user", "assistant"]],
+            [[3, 4, 5, ignored], [3, 3, 3, 4]], "divide by the trained positions of the whole batch, not row by row."),
+    }
+    cases = [CheckCase(name, {"roles": roles, "labels": torch.tensor(labels)},
+                       _reference_trained_fraction(roles, torch.tensor(labels)), hint) for name, (roles, labels, hint) in toy.items()]
+    collators = {"V1": (CollatorV1, {}), "V2": (CollatorV2, {}), "V3 all_tokens": (CollatorV3, {"mask_strategy": "all_tokens"}),
+                 "V3 assistant_only": (CollatorV3, {"mask_strategy": "assistant_only"})}
+    for name, (collator_class, options) in collators.items():
+        batch = collator_class(processor, **options)(list(records))
+        roles = find_token_roles(batch["input_ids"], batch["attention_mask"], processor.tokenizer)
+        cases.append(CheckCase(f"{len(records)} real examples through {name}", {"roles": roles, "labels": batch["labels"]},
+                               _reference_trained_fraction(roles, batch["labels"]), None))
+    return run_check(function, cases,
+                     hint="count the trained positions of each role, then divide each count by the total number trained.")
+
+
+def _reference_answer_weight(labels_all_tokens: Any, labels_assistant_only: Any) -> float:
+    """Return answer tokens / trained tokens over the batch, counting only predicted positions (1 onwards)."""
+    from vlmlib.collators import IGNORE_INDEX
+
+    num_answer = int((labels_assistant_only[:, 1:] != IGNORE_INDEX).sum())
+    return num_answer / int((labels_all_tokens[:, 1:] != IGNORE_INDEX).sum())
+
+
+def check_answer_loss_weight(function: Callable[..., Any], processor: Any, records: Sequence[dict[str, Any]]) -> CheckResult:
+    """Check the weight of the answer in the all_tokens loss, relative to assistant_only (lab 04, exercise 4.2).
+
+    Args:
+        function: the student's `answer_loss_weight(labels_all_tokens, labels_assistant_only)`.
+        processor, records: a real case is the records through CollatorV3 with each strategy.
+    """
+    import torch
+
+    from vlmlib.collators import IGNORE_INDEX, CollatorV3
+
+    ignored = IGNORE_INDEX
+    toy = {  # name -> (labels_all_tokens, labels_assistant_only, hint)
+        "one row: 3 answer tokens of 6 in the loss": ([[ignored, 6, 7, 8, 20, 21, 2]], [[ignored] * 4 + [20, 21, 2]],
+                                                      "weight = answer tokens in the loss / all tokens in the loss."),
+        "the same labels: weight 1": ([[ignored, ignored, 20, 21, 2]], [[ignored, ignored, 20, 21, 2]], None),
+        "rows of different lengths": (
+            [[ignored, 6, 7, 20, 2, ignored, ignored], [ignored, 6, 7, 8, 9, 20, 2]],
+            [[ignored, ignored, ignored, 20, 2, ignored, ignored], [ignored] * 5 + [20, 2]],
+            "the loss is one mean over all the batch's tokens: divide the two totals, do not average per-row ratios."),
+        "the first position is never predicted": (
+            [[1, 6, 7, 20, 2]], [[ignored, ignored, ignored, 20, 2]],
+            "position 0 has no token before it, so its label never reaches the loss: count from position 1 (labels[:, 1:])."),
+    }
+    cases = [CheckCase(name, {"labels_all_tokens": torch.tensor(all_tokens), "labels_assistant_only": torch.tensor(answer)},
+                       _reference_answer_weight(torch.tensor(all_tokens), torch.tensor(answer)), hint)
+             for name, (all_tokens, answer, hint) in toy.items()]
+    labels = {strategy: CollatorV3(processor, mask_strategy=strategy)(list(records))["labels"]
+              for strategy in ("all_tokens", "assistant_only")}
+    cases.append(CheckCase(f"{len(records)} real examples through CollatorV3", {"labels_all_tokens": labels["all_tokens"],
+                           "labels_assistant_only": labels["assistant_only"]},
+                           _reference_answer_weight(labels["all_tokens"], labels["assistant_only"]), None))
+    return run_check(function, cases, hint="count labels != -100 from position 1 under each strategy; "
+                                                           "return the assistant_only count over the all_tokens count.")
+
+
+def _reference_loss_share(logits: Any, labels: Any, roles: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Return each role's share of the summed next-token cross-entropy (logits at t predict the label at t + 1)."""
+    import torch.nn.functional as F
+
+    from vlmlib.collators import IGNORE_INDEX, TOKEN_ROLES
+
+    targets = labels[:, 1:]
+    token_losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    totals = {role: 0.0 for role in TOKEN_ROLES}
+    for row, row_roles in enumerate(roles):
+        for position in range(1, len(row_roles)):
+            if int(labels[row, position]) != IGNORE_INDEX:
+                totals[row_roles[position]] += float(token_losses[row, position - 1])
+    total = sum(totals.values())
+    return {role: value / total for role, value in totals.items()}
+
+
+def check_loss_share_by_role(function: Callable[..., Any]) -> CheckResult:
+    """Check each role's share of the loss, computed from logits with the next-token shift (lab 04, exercise 4.3)."""
+    import torch
+
+    from vlmlib.collators import IGNORE_INDEX
+
+    ignored, vocab_size = IGNORE_INDEX, 8
+    generator = torch.Generator().manual_seed(0)
+    prompt_roles = ["system", "system", "user", "user", "assistant", "assistant", "assistant"]
+    prompt_labels = [1, 6, 7, 3, 5, 4, 2]
+
+    def confident(labels: list[int], confident_positions: set[int]) -> Any:
+        """Return (1, len, vocab) logits, random except very sure of the next label after each given position."""
+        logits = torch.randn(1, len(labels), vocab_size, generator=generator)
+        for position in confident_positions:
+            logits[0, position, labels[position + 1]] = 12.0
+        return logits
+
+    uniform = torch.zeros(1, len(prompt_labels), vocab_size)
+    shifted_trap = torch.zeros(1, 4, vocab_size)
+    shifted_trap[0, 0, 5] = 12.0  # position 0 is sure of the token at position 1 (5): the user token costs little
+    toy = {  # name -> (logits, labels, roles, hint)
+        "equal logits: every token costs the same": (
+            uniform, [prompt_labels], [prompt_roles],
+            "with equal logits every predicted token costs log(vocab size), so the shares are those of positions 1 onwards: "
+            "position 0 is never predicted."),
+        "a prompt the model is sure of": (
+            confident(prompt_labels, {0, 1, 2}), [prompt_labels], [prompt_roles],
+            "a token's loss is -log_softmax(logits)[label]: use F.cross_entropy(..., reduction='none')."),
+        "the logits at t predict the token at t + 1": (
+            shifted_trap, [[1, 5, 6, 7]], [["system", "user", "assistant", "assistant"]],
+            "shift by one: logits[:, :-1] are scored against labels[:, 1:], and the loss belongs to the role at t + 1."),
+        "only the answer trained": (torch.randn(1, 7, vocab_size, generator=generator),
+                                    [[ignored] * 4 + [5, 4, 2]], [prompt_roles], "positions labelled -100 add nothing to the loss."),
+        "a batch of two with padding": (torch.randn(2, 6, vocab_size, generator=generator),
+                                        [[1, 6, 7, 5, 2, ignored], [1, 7, 3, 3, 5, 2]],
+                                        [["system", "system", "user", "assistant", "assistant", "padding"],
+                                         ["system", "user", "user", "vision", "assistant", "assistant"]],
+                                        "add the losses of every row before dividing by the total."),
+    }
+    cases = [CheckCase(name, {"logits": logits, "labels": torch.tensor(labels), "roles": roles},
+                       _reference_loss_share(logits, torch.tensor(labels), roles), hint)
+             for name, (logits, labels, roles, hint) in toy.items()]
+    return run_check(function, cases, tolerance=1e-5, hint="per-token cross-entropy of logits[:, :-1] against labels[:, 1:], "
+                                                           "summed per role of the predicted token, divided by the total.")

@@ -768,7 +768,7 @@ def plot_loss_curves(histories: dict[str, pd.DataFrame], metric: str = "loss", y
 
     Why: two runs are compared by their curves, not by their last numbers: a curve shows whether a run
     is still improving, has flattened, or is unstable.
-    Explained in: chapter 04, "Two runs, one budget".
+    Explained in: chapter 04, "Loss curves" and "Gradient norms".
 
     Args:
         histories: run name -> `pd.DataFrame(trainer.state.log_history)`: a `step` column and the metric;

@@ -1,0 +1,407 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Masking comparison: train on every token, or on the answer alone?
+#
+# ```{note}
+# The outputs on this page were produced with the **{glue:text}`masking_profile`** profile. Under
+# `tiny` the model is a tiny Qwen2-VL trained for a few dozen steps on synthetic images: its numbers
+# show how to run and read the comparison, and the `full` profile's numbers are the ones to quote.
+# ```
+#
+# **Learning objectives**
+#
+# - Set up a fair comparison: the same model, seed, data and number of steps, with only the masking strategy changed.
+# - Explain why the training losses of the two strategies cannot be compared directly.
+# - Measure the loss on the answer tokens alone, on held-out images, for both runs.
+# - Compare the gradient norms of the two runs and how often they are clipped.
+# - Decide which strategy finds nutrition tables better, from IoU and parse failures on held-out images.
+#
+# Chapter 3 built `CollatorV3`, which trains either on all text (`all_tokens`) or on the answer and its
+# closing `<|im_end|>` alone (`assistant_only`). Both are reasonable on paper: the first gives the
+# model more tokens to learn from, the second spends every unit of loss on what the model must write.
+# This chapter settles the question the way it should be settled: by training both and measuring.
+
+# %% [markdown]
+# ## Setup
+
+# %%
+import math
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+from myst_nb import glue
+
+import vlmlib
+from vlmlib import collators, data, evaluation, models, training, viz
+from vlmlib.callbacks import (AnswerLossCallback, GradNormCallback, IoUEvalCallback,
+                               build_callbacks)
+from vlmlib.config import config_to_dict, load_config
+
+vlmlib.quiet_progress_bars()
+STRATEGIES = ("all_tokens", "assistant_only")  # the two named configs compared on this page
+config = load_config()
+processor = models.load_processor(config)
+splits = data.load_configured_splits(config)
+glue("masking_profile", config.profile, display=False)
+pd.Series({"profile": config.profile, "training images": len(splits["train"]),
+           "held-out images": len(splits["eval"])})
+
+# %% [markdown]
+# ## One line of difference
+#
+# The two named configs, `all_tokens` and `assistant_only`, are laid over the profile's config. Everything
+# else (model, LoRA, learning rate, schedule, seed) comes from the same place, so the only difference
+# should be the masking strategy. We check that rather than trust it.
+
+# %%
+settings = pd.DataFrame({name: config_to_dict(load_config(name))["training"]
+                         for name in STRATEGIES}).astype(str)
+settings[settings[STRATEGIES[0]] != settings[STRATEGIES[1]]]  # the settings that differ
+
+# %% [markdown]
+# Of all the training settings, only `mask_strategy` differs between the two configs.
+#
+# That one setting changes how much of each batch reaches the loss. Here is the first training batch
+# through both strategies, counting the labelled positions that the loss sees (the first position
+# has no token before it, so it is never predicted).
+
+# %%
+batch_size = config.training.per_device_train_batch_size
+first_batch = [splits["train"][index] for index in range(batch_size)]
+num_in_loss = {}
+for strategy in STRATEGIES:
+    labels = collators.CollatorV3(processor, mask_strategy=strategy)(first_batch)["labels"]
+    num_in_loss[strategy] = int((labels[:, 1:] != collators.IGNORE_INDEX).sum())  # (batch, seq_len - 1)
+answer_share = num_in_loss["assistant_only"] / num_in_loss["all_tokens"]
+glue("masking_answer_share", f"{answer_share:.0%}", display=False)
+pd.Series(num_in_loss, name="tokens in the loss, first batch")
+
+# %% [markdown]
+# Under `all_tokens` the answer is only {glue:text}`masking_answer_share` of the tokens in the loss.
+# The loss is a mean over those tokens, so each answer token weighs {glue:text}`masking_answer_share`
+# of what it weighs under `assistant_only`: with the same learning rate, the answer gets a smaller
+# step, and the rest of each update goes to predicting system and user text that never changes.
+# Whether that hurts, or the extra tokens help, is what the two runs will tell.
+
+# %% [markdown]
+# ## The budget
+#
+# Both runs get the same budget: the profile's steps, batch size and learning rate, from
+# `configs/{profile}.yaml`. The overrides below only choose how often we measure; under `full` they
+# also cap the steps, since this page trains twice. **This cell is the one to edit** to retune the comparison.
+
+# %%
+# Overrides shared by both runs. Steps, batch size, learning rate and seed come from the profile.
+budget = {
+    "tiny": ["training.logging_steps=2",            # a point on the curves every 2 steps
+             "callbacks.iou_eval_every_steps=10"],   # held-out IoU every 10 steps
+    "full": ["training.max_steps=200",               # about 1.5 epochs: two runs in one GPU session
+             "training.logging_steps=10",
+             "callbacks.iou_eval_every_steps=50"],
+}[config.profile]
+run_configs = {strategy: load_config(strategy, overrides=budget) for strategy in STRATEGIES}
+recipe = run_configs[STRATEGIES[0]].training  # the same in both runs but for mask_strategy
+images_per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps
+num_steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(
+    recipe.num_train_epochs * len(splits["train"]) / images_per_step)  # max_steps -1 means "use the epochs"
+print(f"each run: {num_steps} steps of {images_per_step} images "
+      f"({num_steps * images_per_step / len(splits['train']):.2f} epochs)")
+print(f"learning rate {recipe.learning_rate:g} ({recipe.lr_scheduler_type}), seed {recipe.seed}")
+
+# %% [markdown]
+# ## The loss on the answer alone
+#
+# The training loss of each run is a mean over *its own* trained tokens: prompt and answer for
+# `all_tokens`, the answer alone for `assistant_only`. The prompt is the same in every example and
+# quickly becomes easy to predict, so an `all_tokens` loss can fall for reasons that have nothing to
+# do with boxes. To compare like with like, `AnswerLossCallback` measures both runs on the same thing:
+# the loss on the answer tokens of a fixed set of held-out images, labelled by `CollatorV3` with
+# `assistant_only`, computed without gradients every few steps.
+
+# %% [markdown]
+# ```{literalinclude} ../vlmlib/callbacks.py
+# :pyobject: AnswerLossCallback._measure
+# ```
+
+# %%
+num_heldout = config.callbacks.iou_eval_num_samples
+heldout_records = [splits["eval"][index] for index in range(num_heldout)]
+answer_collator = collators.CollatorV3(processor, mask_strategy="assistant_only")
+eval_batch_size = config.training.per_device_eval_batch_size
+heldout_batches = [answer_collator(heldout_records[start:start + eval_batch_size])
+                   for start in range(0, num_heldout, eval_batch_size)]
+num_answer_tokens = sum(int((batch["labels"][:, 1:] != collators.IGNORE_INDEX).sum())
+                        for batch in heldout_batches)
+print(f"{num_heldout} held-out images, {num_answer_tokens} answer tokens, measured every logging step")
+
+# %% [markdown]
+# The same held-out images also feed `IoUEvalCallback` (chapter 5), which generates answers and
+# logs their mean IoU and parse-failure rate while training runs.
+
+# %% [markdown]
+# ## Two runs, one budget
+#
+# Each run starts from a fresh copy of the model (LoRA adapters are added in place, so runs must not
+# share one) and gets the profile's callbacks plus `AnswerLossCallback`. The seed fixes the LoRA
+# initialisation and the order of the training data, so both runs see the same images in the same order.
+
+# %%
+def train_with_strategy(strategy: str, output_dir: Path) -> training.AnswerLossSFTTrainer:
+    """Train a fresh copy of the model with one masking strategy; return the trainer."""
+    run_config = run_configs[strategy]
+    model = models.load_model(run_config)
+    callbacks = build_callbacks(run_config, processor, heldout_records)
+    callbacks.append(AnswerLossCallback(heldout_batches, training.compute_answer_loss,
+                                        every_steps=run_config.training.logging_steps))
+    trainer = training.build_trainer(run_config, model, processor, splits["train"], callbacks,
+                                     output_dir / strategy)
+    for callback in callbacks:
+        if isinstance(callback, IoUEvalCallback):
+            callback.attach(trainer)  # so its scores are logged like the loss
+    trainer.train()
+    return trainer
+
+
+# %% tags=["hide-output"]
+trainers = {}
+with tempfile.TemporaryDirectory() as output_dir:  # checkpoints are not needed after this page
+    for strategy in STRATEGIES:
+        print(f"--- {strategy} ---")
+        trainers[strategy] = train_with_strategy(strategy, Path(output_dir))
+histories = {strategy: pd.DataFrame(trainer.state.log_history)
+             for strategy, trainer in trainers.items()}
+
+# %% [markdown]
+# The log of each run (folded above) has one line per logging step. From here on we read the logs
+# as tables, `pd.DataFrame(trainer.state.log_history)`, one per run.
+
+# %% [markdown]
+# ## Loss curves
+#
+# At the top, each run's training loss on the tokens it trains on; below, the loss on the answer
+# tokens of the held-out images, the same measurement for both runs.
+
+# %% mystnb={"figure": {"caption": "Top: training loss, each run on its own trained tokens. Bottom: loss on the answer tokens of held-out images, the same tokens for both runs.", "name": "fig-04-loss-curves"}}
+figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
+top, bottom = figure.subplots(2, 1)
+viz.plot_loss_curves(histories, "loss", ylabel="loss per trained token (nats)",
+                     title="Training loss (own tokens)", ax=top)
+viz.plot_loss_curves(histories, "eval_answer_loss", ylabel="loss per answer token (nats)",
+                     title="Held-out loss on the answer", ax=bottom)
+figure
+
+# %% tags=["hide-input"]
+def last_value(metric: str) -> dict[str, float]:
+    """Return each run's last logged value of `metric`."""
+    return {name: float(history[metric].dropna().iloc[-1]) for name, history in histories.items()}
+
+
+def order_runs(values: dict[str, float], is_higher_better: bool) -> tuple[str, str]:
+    """Return (better run, other run) for two runs' values."""
+    better = max(values, key=values.get) if is_higher_better else min(values, key=values.get)
+    return better, next(name for name in values if name != better)
+
+
+train_loss, answer_loss = last_value("loss"), last_value("eval_answer_loss")
+lower_train, higher_train = order_runs(train_loss, is_higher_better=False)
+lower_answer, higher_answer = order_runs(answer_loss, is_higher_better=False)
+agreement = ("the two losses disagree, which is why training losses cannot be compared directly"
+             if lower_train != lower_answer else
+             "here the two agree, but only the lower curves compare the runs on the same tokens")
+glue("masking_loss_sentence", Markdown(
+    f"`{lower_train}` ends with the lower training loss ({train_loss[lower_train]:.3f} against "
+    f"{train_loss[higher_train]:.3f} nats per token), while on the held-out answers `{lower_answer}` "
+    f"is lower ({answer_loss[lower_answer]:.3f} against {answer_loss[higher_answer]:.3f}): {agreement}."),
+    display=False)
+
+# %% [markdown]
+# In {numref}`fig-04-loss-curves`, {glue:md}`masking_loss_sentence`
+
+# %% [markdown]
+# ## Gradient norms
+#
+# The Trainer logs the gradient norm before clipping at each logging step, and `GradNormCallback`
+# adds the fraction of steps whose gradient was clipped to `max_grad_norm`. The `all_tokens` loss
+# averages over more tokens, many of them easy prompt tokens, which changes both the size and the
+# direction of each update; clipping on most steps would mean that the learning rate is too high
+# for that loss scale.
+
+# %% mystnb={"figure": {"caption": "Top: gradient norm before clipping. Bottom: the fraction of steps since the previous log whose gradient was clipped.", "name": "fig-04-gradient-norms"}}
+figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
+top, bottom = figure.subplots(2, 1)
+viz.plot_loss_curves(histories, "grad_norm", ylabel="L2 norm of the LoRA gradients",
+                     title="Gradient norm before clipping", ax=top)
+viz.plot_loss_curves(histories, "clipped_fraction", ylabel="fraction of steps clipped (0 to 1)",
+                     title="Clipping since the previous log", ax=bottom)
+figure
+
+# %% tags=["hide-input"]
+def fraction_clipped(trainer: training.AnswerLossSFTTrainer) -> float:
+    """Return the fraction of all optimizer steps whose gradient was clipped (GradNormCallback's record)."""
+    callback = next(item for item in trainer.callback_handler.callbacks if isinstance(item, GradNormCallback))
+    return sum(callback.clipped) / len(callback.clipped)
+
+
+gradient_summary = pd.DataFrame({
+    name: {"mean gradient norm": histories[name]["grad_norm"].mean(),
+           "last gradient norm": histories[name]["grad_norm"].dropna().iloc[-1],
+           "steps clipped": fraction_clipped(trainer)}
+    for name, trainer in trainers.items()})
+mean_norm, clipped = gradient_summary.loc["mean gradient norm"], gradient_summary.loc["steps clipped"]
+larger_norm, smaller_norm = order_runs(mean_norm.to_dict(), is_higher_better=True)
+glue("masking_gradient_sentence", Markdown(
+    f"`{larger_norm}` has the larger gradients on average ({mean_norm[larger_norm]:.3f} against "
+    f"{mean_norm[smaller_norm]:.3f}); clipping cut {clipped['all_tokens']:.0%} of the `all_tokens` steps "
+    f"and {clipped['assistant_only']:.0%} of the `assistant_only` steps."), display=False)
+gradient_summary.round(3)
+
+# %% [markdown]
+# {glue:md}`masking_gradient_sentence`
+
+# %% [markdown]
+# ## Boxes on held-out images
+#
+# Loss is a means to an end; the end is a box in the right place. `evaluation.evaluate_model`
+# (chapter 6) answers every held-out image with each trained model, parses the answers and scores them.
+
+# %%
+reports = {}
+for strategy, trainer in trainers.items():
+    reports[strategy], _ = evaluation.evaluate_model(trainer.model, processor, splits["eval"],
+                                                     run_configs[strategy])
+columns = ["images", "parse failure rate", "mean IoU", "precision@0.5", "recall@0.5", "F1@0.5"]
+evaluation.compare_reports(reports)[columns].round(3)
+
+# %% mystnb={"figure": {"caption": "Mean IoU on the held-out slice while training (IoUEvalCallback); a parse failure counts as IoU 0.", "name": "fig-04-heldout-iou"}}
+viz.plot_loss_curves(histories, "eval_mean_iou", ylabel="mean IoU (0 to 1)",
+                     title="Held-out IoU while training")
+
+# %% tags=["hide-input"]
+ious = {name: report.mean_iou for name, report in reports.items()}
+failures = {name: report.parse_failure_rate for name, report in reports.items()}
+per_image = {name: report.per_image["iou"] for name, report in reports.items()}  # same images, same order
+iou_difference = per_image["assistant_only"] - per_image["all_tokens"]
+standard_error = float(iou_difference.std(ddof=1) / math.sqrt(len(iou_difference)))  # paired over images
+num_scored = len(iou_difference)
+higher_iou, lower_iou = order_runs(ious, is_higher_better=True)
+is_separated = abs(iou_difference.mean()) > 2 * standard_error
+if all(rate == 1.0 for rate in failures.values()):
+    iou_sentence = (f"Neither run writes a box that parses on the {num_scored} held-out images yet "
+                    "(100% parse failures for both), so on this budget only the loss separates them.")
+elif ious[higher_iou] == ious[lower_iou]:
+    iou_sentence = f"Both runs reach the same mean IoU, {ious[higher_iou]:.3f}, on the {num_scored} held-out images."
+else:
+    iou_sentence = (
+        f"`{higher_iou}` reaches the higher mean IoU on the {num_scored} held-out images, {ious[higher_iou]:.3f} "
+        f"against {ious[lower_iou]:.3f} (a difference of {abs(iou_difference.mean()):.3f}, paired standard "
+        f"error {standard_error:.3f}), with parse-failure rates of {failures[higher_iou]:.0%} and "
+        f"{failures[lower_iou]:.0%}. " + ("The difference is more than two standard errors." if is_separated
+                                          else "The difference is within two standard errors: it could be noise."))
+glue("masking_iou_sentence", Markdown(iou_sentence), display=False)
+
+# %% [markdown]
+# {glue:md}`masking_iou_sentence`
+
+# %% [markdown]
+# ## Conclusion
+#
+# The conclusion is written by the page from the numbers above, so it stays true when the profile or
+# the budget changes.
+
+# %% tags=["hide-input"]
+if is_separated and higher_iou == lower_answer:
+    verdict = (f"**`{higher_iou}` learned the task better on this budget**: it predicts the held-out answers "
+               "with a lower loss and finds the tables with a clearly higher IoU.")
+elif is_separated:
+    verdict = (f"**The evidence is mixed on this budget**: `{higher_iou}` finds the tables better, but "
+               f"`{lower_answer}` predicts the answer tokens better.")
+else:
+    verdict = (f"**On this budget the boxes do not separate the two strategies yet**; the held-out answer loss "
+               f"favours `{lower_answer}` ({answer_loss[lower_answer]:.3f} against "
+               f"{answer_loss[higher_answer]:.3f} nats per token).")
+glue("masking_verdict", Markdown(verdict), display=False)
+
+# %% [markdown]
+# {glue:md}`masking_verdict` Under `all_tokens` the answer was {glue:text}`masking_answer_share` of
+# the tokens in the loss; the rest trained the model to recite a prompt it is always given.
+#
+# ```{caution}
+# This is one run per strategy, with one seed, on a small held-out set. The paired standard error of
+# the IoU gap covers the choice of images, not the luck of the training run; {ref}`ex-04-seed`
+# repeats the comparison with another seed.
+# ```
+
+# %% [markdown]
+# ## Summary
+#
+# - A fair comparison changes one setting: the two runs share model, seed, data order, steps and learning rate.
+# - Training losses over different tokens measure different things; the `all_tokens` loss includes an easy, fixed prompt.
+# - The loss on the answer tokens of held-out images compares both runs on the same tokens (`AnswerLossCallback`).
+# - Gradient norms and the fraction of clipped steps show whether each run's updates are sane at this learning rate.
+# - IoU and parse failures on held-out images decide which strategy finds the tables, with a standard error to judge the gap.
+#
+# ## Exercises
+#
+# ```{exercise}
+# :label: ex-04-seed
+# Add `"training.seed=1"` to the budget cell and run the page again. Does the conclusion keep its
+# direction? What does a second seed tell you that the paired standard error cannot?
+# ```
+#
+# ```{solution} ex-04-seed
+# :class: dropdown
+# The seed sets the LoRA initialisation and the order of the training images. The standard error
+# measures how much the IoU gap depends on *which held-out images* were scored; a second seed measures
+# how much it depends on *the training run itself*. A conclusion worth keeping holds across seeds,
+# and short runs on few images, as under `tiny`, tend to vary more from seed to seed than long ones.
+# ```
+#
+# ```{exercise}
+# :label: ex-04-learning-rate
+# Under `all_tokens`, each answer token weighs {glue:text}`masking_answer_share` of what it weighs
+# under `assistant_only`. Give the `all_tokens` run a learning rate divided by that share (one extra
+# override for that run only) and compare again. Does the gap close?
+# ```
+#
+# ```{solution} ex-04-learning-rate
+# :class: dropdown
+# Build the `all_tokens` config with one more override,
+# `f"training.learning_rate={recipe.learning_rate / answer_share:g}"`, and rerun both. A larger
+# step restores the answer's share of each update, but the prompt tokens still pull the weights
+# towards reciting the prompt, and a larger step may be clipped more often; if the gap closes only
+# partly, the dilution was not the whole story.
+# ```
+#
+# ```{exercise}
+# :label: ex-04-lab
+# Lab 04 (`labs/lab_04_masking.ipynb`) has you compute, per role, the share of the trained tokens
+# and of the loss under each strategy, and write down a prediction of this chapter's result before
+# you look at it.
+# ```
+#
+# ```{solution} ex-04-lab
+# :class: dropdown
+# The worked answers are in `solutions/lab_04_masking.ipynb`.
+# ```
+#
+# ## References
+#
+# Completion-only loss and `SFTTrainer`: {cite}`vonwerra2022trl`. LoRA, the adapters both runs train:
+# {cite}`hu2021lora`. Qwen2-VL and its grounding format: {cite}`wang2024qwen2vl`. The full list is in
+# {doc}`../book/references`.
