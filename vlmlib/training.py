@@ -198,6 +198,7 @@ def train(
     model: Qwen2VLForConditionalGeneration | PeftModel | None = None,
     processor: Qwen2VLProcessor | None = None,
     splits: datasets.DatasetDict | None = None,
+    extra_callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainingRun:
     """Train as the config says, then save adapter, processor and config to `output_dir`.
 
@@ -208,12 +209,15 @@ def train(
         output_dir: defaults to `training.output_dir`; checkpoints go to `checkpoint-N` folders inside.
         resume_from_checkpoint: a checkpoint folder, or True for the latest one in `output_dir`.
         model, processor, splits: pass them to reuse objects already loaded (chapters do); else loaded from the config.
+        extra_callbacks: added after the config's callbacks (e.g. chapter 04's AnswerLossCallback).
     """
     output_dir = Path(output_dir or config.training.output_dir)
     if model is None or processor is None:
         model, processor = load_model_and_processor(config)
     splits = splits if splits is not None else load_configured_splits(config)
-    callbacks = build_callbacks(config, processor, [splits["eval"][index] for index in range(min(len(splits["eval"]), config.callbacks.iou_eval_num_samples))])
+    num_eval_records = min(len(splits["eval"]), config.callbacks.iou_eval_num_samples)
+    callbacks = build_callbacks(config, processor, [splits["eval"][index] for index in range(num_eval_records)])
+    callbacks += list(extra_callbacks)
     trainer = build_trainer(config, model, processor, splits["train"], callbacks, output_dir)
     for callback in callbacks:
         if isinstance(callback, IoUEvalCallback):
