@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from qwen_vl_utils import process_vision_info
+from qwen_vl_utils import fetch_image, process_vision_info
 from transformers import Qwen2VLProcessor
 
-from vlmlib.data import DEFAULT_PROMPT, DEFAULT_SYSTEM_MESSAGE, build_conversation
+from vlmlib.data import DEFAULT_PROMPT, DEFAULT_SYSTEM_MESSAGE, build_conversation, format_answer
 from vlmlib.models import get_pixel_budget
 from vlmlib.tokens import IM_END_TOKEN, IM_START_TOKEN, VISION_TOKENS
 
@@ -185,6 +185,21 @@ class CollatorV3(CollatorV2):
         self.im_start_id = tokenizer.convert_tokens_to_ids(IM_START_TOKEN)
         self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END_TOKEN)
         self.assistant_header_ids = tokenizer.encode("assistant\n", add_special_tokens=False)
+        # The system and user turns are identical in every example: render them through the chat template once.
+        placeholder = {"image": None, "objects": {"bbox": [], "category_name": []}}
+        self.prompt_text = processor.apply_chat_template(
+            build_conversation(placeholder, prompt, system_message, include_answer=False), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, records: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Return the same batch as V1's `encode`, rendering the shared prompt once instead of per example.
+
+        Why: the chat template is about a tenth of a collator's time; the text is the template's own
+        output (prompt + answer + `<|im_end|>\\n`), and a test checks the ids equal V1's.
+        """
+        min_pixels, max_pixels = get_pixel_budget(self.processor)
+        texts = [self.prompt_text + format_answer(record["objects"]) + IM_END_TOKEN + "\n" for record in records]
+        images = [fetch_image({"image": record["image"], "min_pixels": min_pixels, "max_pixels": max_pixels}) for record in records]
+        return dict(self.processor(text=texts, images=images, padding=True, padding_side=self.padding_side, return_tensors="pt"))
 
     def check_records(self, records: Sequence[dict[str, Any]]) -> None:
         """Raise ValueError naming the first record that cannot make a training example."""
