@@ -90,3 +90,18 @@ def test_book_config_does_not_make_sphinx_read_py_twins():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert "nb_custom_formats" not in config.get("sphinx", {}).get("config", {})
     assert config["execute"]["execute_notebooks"] in {"cache", "force"}
+
+
+@pytest.mark.parametrize("chapter", sorted((ROOT / "chapters").glob("*.py")), ids=lambda path: path.name)
+def test_chapter_prose_types_no_measured_decimal_numbers(chapter: Path):
+    """Results (printed with 3 digits, e.g. 0.734) are glued into the prose, never typed: tiny and full give different ones."""
+    notebook = jupytext.read(chapter)
+    offenders = []
+    for cell in notebook.cells:
+        if cell.cell_type != "markdown":
+            continue
+        prose = re.sub(r"```.*?```", "", cell.source, flags=re.DOTALL)  # code blocks hold commands, not results
+        prose = re.sub(r"`[^`]*`", "", prose)  # inline code (config values, ids)
+        prose = re.sub(r"\{cite\}[^\s]*|\{glue:[a-z]+\}[^\s]*|\{doc\}[^\s]*|\{numref\}[^\s]*", "", prose)
+        offenders += re.findall(r"(?<![\w.])\d+\.\d{3,}(?![\w.])", prose)  # 0.734: the course prints results with 3 digits
+    assert not offenders, f"{chapter.name} types measured-looking numbers in its prose: {offenders}; glue them instead"
