@@ -45,6 +45,8 @@ __all__ = [
     "EXTRA_CATEGORY_RATES",
     "MAIN_AREA_FRACTION_RANGE",
     "MAIN_CATEGORY_RATES",
+    "LOGO_CATEGORY_NAME",
+    "generate_pretraining_records",
     "generate_synthetic_dataset",
 ]
 
@@ -65,6 +67,10 @@ EXTRA_CATEGORY_RATES: dict[str, float] = {
 # so in images with two or three tables the main one can end up below the lower bound.
 MAIN_AREA_FRACTION_RANGE: tuple[float, float] = (0.10, 0.50)
 EXTRA_AREA_FRACTION_RANGE: tuple[float, float] = (0.03, 0.12)
+# The tiny model's pretraining grounds the logo as well as the tables (see `generate_pretraining_records`).
+LOGO_CATEGORY_NAME = "logo"
+# Pretraining shows more labels with two or three tables than the dataset does: more boxes to learn from per image.
+PRETRAINING_BOX_COUNT_RATES: dict[int, float] = {1: 0.4, 2: 0.4, 3: 0.2}
 
 _SPLIT_NAMES = ("train", "val")
 _MARGIN_PX = 3  # gap between a table and its strip's edge: tables never touch each other or the image edge
@@ -108,26 +114,36 @@ def _draw_background(width_px: int, height_px: int, rng: np.random.Generator) ->
     return Image.fromarray(np.round(pixels).astype(np.uint8))
 
 
-def _draw_decorations(image: Image.Image, rng: np.random.Generator) -> None:
-    """Draw what makes the image look like a label without being a table: a logo and a few text lines."""
+def _draw_decorations(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Draw what makes the image look like a label without being a table: a logo and a few text lines.
+
+    Returns:
+        The logo's mask (mode "L", 255 where the logo is drawn): the tiny model's pretraining boxes the logo too.
+    """
     draw = ImageDraw.Draw(image)
+    logo_mask = Image.new("L", image.size, 0)
+    mask_draw = ImageDraw.Draw(logo_mask)
     width_px, height_px = image.size
     radius = int(min(width_px, height_px) * rng.uniform(0.08, 0.16))
     centre_x, centre_y = int(rng.integers(radius, width_px - radius)), int(rng.integers(radius, height_px - radius))
     logo_colour = _random_colour(rng, (0.6, 1.0), (0.3, 1.0))
     if rng.random() < 0.5:
         stretch = rng.uniform(0.6, 1.0)
-        draw.ellipse([centre_x - radius, centre_y - radius * stretch, centre_x + radius, centre_y + radius * stretch],
-                     fill=logo_colour, outline=_random_colour(rng, (0.0, 0.3), (0.9, 1.0)))
+        ellipse = [centre_x - radius, centre_y - radius * stretch, centre_x + radius, centre_y + radius * stretch]
+        draw.ellipse(ellipse, fill=logo_colour, outline=_random_colour(rng, (0.0, 0.3), (0.9, 1.0)))
+        mask_draw.ellipse(ellipse, fill=255, outline=255)
     else:
-        draw.regular_polygon((centre_x, centre_y, radius), int(rng.integers(3, 7)), rotation=rng.uniform(0, 360),
-                             fill=logo_colour)
+        num_sides = int(rng.integers(3, 7))
+        rotation = rng.uniform(0, 360)
+        draw.regular_polygon((centre_x, centre_y, radius), num_sides, rotation=rotation, fill=logo_colour)
+        mask_draw.regular_polygon((centre_x, centre_y, radius), num_sides, rotation=rotation, fill=255)
     text_colour = (20, 20, 20) if rng.random() < 0.6 else (250, 250, 250)
     for _ in range(int(rng.integers(2, 5))):
         font_size = int(rng.integers(8, 15))
         position = (int(rng.integers(0, width_px // 2)), int(rng.integers(0, height_px - font_size)))
         draw.text(position, _random_words(rng, _LABEL_WORDS, int(rng.integers(1, 4))), fill=text_colour,
                   font=_font(font_size))
+    return logo_mask
 
 
 def _split_into_regions(width_px: int, height_px: int, num_tables: int, rng: np.random.Generator) -> list[BoxXyxy]:
@@ -256,12 +272,20 @@ def _choose(rng: np.random.Generator, rates: dict[KeyT, float]) -> KeyT:
     return keys[int(rng.choice(len(keys), p=list(rates.values())))]
 
 
-def _make_record(rng: np.random.Generator, min_side_px: int, max_side_px: int) -> dict:
-    """Draw one synthetic label and return its record in the Hub schema."""
-    width_px, height_px = (int(side) for side in rng.integers(min_side_px, max_side_px + 1, size=2))
+def _draw_label(rng: np.random.Generator, min_side_px: int, max_side_px: int, is_square: bool,
+                box_count_rates: dict[int, float]) -> tuple[Image.Image, list[tuple[BoxXyxy, str]], BoxXyxy | None]:
+    """Draw one synthetic label: (image, its tables largest first as (box, category), the logo's visible box).
+
+    The logo's box is None when tables cover more than half of it.
+    """
+    if is_square:
+        width_px = height_px = int(rng.integers(min_side_px, max_side_px + 1))
+    else:
+        width_px, height_px = (int(side) for side in rng.integers(min_side_px, max_side_px + 1, size=2))
     image = _draw_background(width_px, height_px, rng)
-    _draw_decorations(image, rng)
-    num_tables = _choose(rng, BOX_COUNT_RATES)
+    logo_mask = _draw_decorations(image, rng)
+    logo_area_px = int(np.count_nonzero(np.asarray(logo_mask)))
+    num_tables = _choose(rng, box_count_rates)
     tables: list[tuple[BoxXyxy, str]] = []
     for table_index, region in enumerate(_split_into_regions(width_px, height_px, num_tables, rng)):
         is_main = table_index == 0
@@ -269,11 +293,34 @@ def _make_record(rng: np.random.Generator, min_side_px: int, max_side_px: int) -
         area_fraction = rng.uniform(*(MAIN_AREA_FRACTION_RANGE if is_main else EXTRA_AREA_FRACTION_RANGE))
         box_xyxy = _place_table(region, area_fraction * width_px * height_px, rng)
         _draw_table(image, box_xyxy, category_name, rng)
+        logo_mask.paste(0, box_xyxy)  # a table drawn over the logo hides that part of it
         tables.append((box_xyxy, category_name))
     tables.sort(key=lambda table: -(table[0][2] - table[0][0]) * (table[0][3] - table[0][1]))  # largest first
+    is_logo_visible = np.count_nonzero(np.asarray(logo_mask)) > logo_area_px / 2
+    return image, tables, logo_mask.getbbox() if is_logo_visible else None
+
+
+def _make_record(rng: np.random.Generator, min_side_px: int, max_side_px: int, is_square: bool = False,
+                 label_logo: bool = False, box_count_rates: dict[int, float] = BOX_COUNT_RATES) -> dict:
+    """Draw one synthetic label and return its record in the Hub schema.
+
+    With `label_logo`, the logo's box follows the tables' as one more object, category "logo" (id -1): the
+    tiny model's pretraining data, which is not in the Hub schema.
+    """
+    image, tables, logo_box = _draw_label(rng, min_side_px, max_side_px, is_square, box_count_rates)
+    width_px, height_px = image.size
     barcode = "".join(str(digit) for digit in rng.integers(0, 10, size=13))
     off_image_id = str(int(rng.integers(1, 40)))
     folder = f"{barcode[0:3]}/{barcode[3:6]}/{barcode[6:9]}/{barcode[9:]}"  # Open Food Facts' layout for 13 digits
+    objects = {
+        "bbox": [convert_xyxy_box_to_hub(box_xyxy, width_px, height_px) for box_xyxy, _ in tables],
+        "category_id": [CATEGORY_NAMES.index(category_name) for _, category_name in tables],
+        "category_name": [category_name for _, category_name in tables],
+    }
+    if label_logo and logo_box is not None:
+        objects["bbox"].append(convert_xyxy_box_to_hub(logo_box, width_px, height_px))
+        objects["category_id"].append(-1)
+        objects["category_name"].append(LOGO_CATEGORY_NAME)
     return {
         "image_id": f"{barcode}_{off_image_id}",
         "image": image,
@@ -281,16 +328,12 @@ def _make_record(rng: np.random.Generator, min_side_px: int, max_side_px: int) -
         "height": height_px,
         "meta": {"barcode": barcode, "off_image_id": off_image_id,
                  "image_url": f"https://images.openfoodfacts.org/images/products/{folder}/{off_image_id}.jpg"},
-        "objects": {
-            "bbox": [convert_xyxy_box_to_hub(box_xyxy, width_px, height_px) for box_xyxy, _ in tables],
-            "category_id": [CATEGORY_NAMES.index(category_name) for _, category_name in tables],
-            "category_name": [category_name for _, category_name in tables],
-        },
+        "objects": objects,
     }
 
 
 def generate_synthetic_dataset(
-    num_train: int, num_val: int, seed: int, min_side_px: int = 112, max_side_px: int = 224
+    num_train: int, num_val: int, seed: int, min_side_px: int = 112, max_side_px: int = 224, is_square: bool = False
 ) -> datasets.DatasetDict:
     """Return a synthetic nutrition-table dataset with splits "train" and "val", in the Hub schema.
 
@@ -301,25 +344,45 @@ def generate_synthetic_dataset(
         num_train, num_val: how many records each split gets (0 is allowed).
         seed: a non-negative integer; the same seed gives identical records, pixels included.
         min_side_px, max_side_px: each image's width and height are drawn uniformly from this range (inclusive).
+        is_square: draw one side for both (the tiny profile does: see book/tiny_model.md).
     Returns:
         A `DatasetDict` whose splits have `features == vlmlib.data.hub_features()`; each box is a `box_hub`
         ([y_min, x_min, y_max, x_max], 0-1) that is exactly the drawn table, border included.
     Raises:
         ValueError: a count or the seed is negative, or the side range is empty or below 64 px.
     """
-    if min(num_train, num_val, seed) < 0:
-        raise ValueError(f"num_train={num_train}, num_val={num_val} and seed={seed} must all be 0 or more")
-    if not _MIN_SIDE_LIMIT_PX <= min_side_px <= max_side_px:
-        raise ValueError(f"need {_MIN_SIDE_LIMIT_PX} <= min_side_px <= max_side_px, got {min_side_px} and {max_side_px}; "
-                         f"three tables with margins do not fit in a smaller image")
+    _check_generator_arguments(num_train, num_val, seed, min_side_px, max_side_px)
     splits = {}
     for split_index, (split_name, num_records) in enumerate(zip(_SPLIT_NAMES, (num_train, num_val))):
         records = [
             _make_record(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, record_index))),
-                         min_side_px, max_side_px)
+                         min_side_px, max_side_px, is_square)
             for record_index in range(num_records)
         ]
         columns = {name: [record[name] for record in records] for name in hub_features()}  # works for 0 records too
         splits[split_name] = datasets.Dataset.from_dict(columns, features=hub_features())
     logger.info("generated %d train and %d val synthetic records (seed %d)", num_train, num_val, seed)
     return datasets.DatasetDict(splits)
+
+
+def generate_pretraining_records(num_records: int, seed: int, min_side_px: int = 112, max_side_px: int = 224,
+                                 is_square: bool = False) -> list[dict]:
+    """Return labels drawn like the dataset's, each boxing its tables and then its logo (category "logo").
+
+    Why: the tiny model's stand-in for Qwen2-VL's pretraining. It learns to ground every object, logo
+    included, so zero-shot it also boxes the logo; fine-tuning teaches it that this dataset wants tables only.
+    Explained in: book/tiny_model.md. The records are plain dicts (the Hub schema has no "logo" category).
+    """
+    _check_generator_arguments(num_records, 0, seed, min_side_px, max_side_px)
+    return [_make_record(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, record_index))),
+                         min_side_px, max_side_px, is_square, label_logo=True, box_count_rates=PRETRAINING_BOX_COUNT_RATES)
+            for record_index in range(num_records)]
+
+
+def _check_generator_arguments(num_train: int, num_val: int, seed: int, min_side_px: int, max_side_px: int) -> None:
+    """Raise ValueError for a negative count or seed, or a side range that cannot hold three tables."""
+    if min(num_train, num_val, seed) < 0:
+        raise ValueError(f"num_train={num_train}, num_val={num_val} and seed={seed} must all be 0 or more")
+    if not _MIN_SIDE_LIMIT_PX <= min_side_px <= max_side_px:
+        raise ValueError(f"need {_MIN_SIDE_LIMIT_PX} <= min_side_px <= max_side_px, got {min_side_px} and {max_side_px}; "
+                         f"three tables with margins do not fit in a smaller image")
