@@ -43,7 +43,9 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
     """The tiny profile with a small synthetic dataset, cached in a folder of this test session."""
     previous = os.environ.get("VLM_CACHE_DIR")
     os.environ["VLM_CACHE_DIR"] = str(tmp_path_factory.mktemp("vlmlib-cache"))
-    yield load_config(profile="tiny", overrides=["data.synthetic_num_train=24", "data.synthetic_num_val=8"])
+    # No pretraining (tiny.pretrain_steps=0): tests need the real code path, not a model that has learned;
+    # tests/test_pretraining.py covers the pretraining.
+    yield load_config(profile="tiny", overrides=["data.synthetic_num_train=24", "data.synthetic_num_val=8", "tiny.pretrain_steps=0"])
     if previous is None:
         os.environ.pop("VLM_CACHE_DIR")
     else:

@@ -19,7 +19,8 @@ def test_python_m_vlmlib_help_lists_the_commands():
 
 def test_make_tiny_prints_where_it_cached_the_assets(tiny_config, tiny_assets, capsys: pytest.CaptureFixture[str]):
     # tiny_config points VLM_CACHE_DIR at this session's folder; the overrides match it, so nothing is rebuilt.
-    code = main(["make-tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8"])
+    code = main(["make-tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
+                 "--set", "tiny.pretrain_steps=0"])
     output = capsys.readouterr().out
     assert code == 0
     assert str(tiny_assets[0]) in output and str(tiny_assets[1]) in output
@@ -60,7 +61,7 @@ def cli_run_dir(tiny_config, tiny_assets, tmp_path_factory) -> Path:
     """`vlmlib train` on the tiny profile, two steps, saved in a temporary folder."""
     output_dir = tmp_path_factory.mktemp("cli") / "run"
     code = main(["train", "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
-                 "--set", "training.max_steps=2", "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)])
+                 "--set", "tiny.pretrain_steps=0", "--set", "training.max_steps=2", "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)])
     assert code == 0
     return output_dir
 

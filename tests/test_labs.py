@@ -1,7 +1,8 @@
 """Tests for the labs: solutions pass their checks, untouched labs report "not attempted", labs/ is generated.
 
-The notebooks run in a real Jupyter kernel (nbclient), offline, on the current profile. They share one
-model/data cache: `VLM_CACHE_DIR` when it is set, else a folder of this test session.
+The notebooks run in a real Jupyter kernel (nbclient), offline, on the current profile. They share the
+chapters' model/data cache (`VLM_CACHE_DIR`, else `~/.cache/vlmlib`), so the tiny model's pretraining
+(minutes) is paid once per machine, not once per test session.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from vlmlib.config import load_config
 from vlmlib.labs import LabError, generate_lab_files, make_labs, strip_solution_regions
+from vlmlib.tiny import ensure_tiny_assets, get_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("lab_*.ipynb"))
@@ -25,7 +28,7 @@ LAB_NAMES = [path.name for path in SOLUTIONS]
 CHECK_CELL = re.compile(r"^checks\.check_\w+\(")
 MIN_EXERCISES_PER_LAB = 3
 # Read at import, before conftest's tiny_config fixture points VLM_CACHE_DIR at its own smaller dataset.
-USER_CACHE_DIR = os.environ.get("VLM_CACHE_DIR")
+USER_CACHE_DIR = str(get_cache_dir())
 
 
 def _execute(path: Path) -> nbformat.NotebookNode:
@@ -41,13 +44,16 @@ def _check_outputs(notebook: nbformat.NotebookNode) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def executed_notebooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, nbformat.NotebookNode]:
+def executed_notebooks() -> dict[str, nbformat.NotebookNode]:
     """Every solution and every lab, executed once (two at a time), keyed by 'solutions/NAME' and 'labs/NAME'."""
     paths = SOLUTIONS + [ROOT / "labs" / name for name in LAB_NAMES]
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit this environment
         patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("VLM_CACHE_DIR", USER_CACHE_DIR or str(tmp_path_factory.mktemp("lab-cache")))
-        executed = [_execute(paths[0])]  # builds the tiny assets, before two kernels could race to build them
+        patch.setenv("VLM_CACHE_DIR", USER_CACHE_DIR)
+        config = load_config()
+        if config.profile == "tiny":  # build (and pretrain) here, outside the notebooks' 300 s cell timeout
+            ensure_tiny_assets(config)
+        executed = [_execute(paths[0])]
         with ThreadPoolExecutor(max_workers=2) as pool:
             executed += list(pool.map(_execute, paths[1:]))
     return {f"{path.parent.name}/{path.name}": notebook for path, notebook in zip(paths, executed)}

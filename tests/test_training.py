@@ -134,7 +134,7 @@ def test_two_process_data_parallel_run_trains_and_saves_once(tiny_config, tiny_a
     output_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vlmlib", "train",
                "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
-               "--set", "training.max_steps=2", "--set", "training.per_device_train_batch_size=2",
+               "--set", "tiny.pretrain_steps=0", "--set", "training.max_steps=2", "--set", "training.per_device_train_batch_size=2",
                "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

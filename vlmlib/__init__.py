@@ -10,7 +10,8 @@ of the pipeline is written once:
 | `boxes`     | the three box conventions and conversions                            |
 | `data`      | loading the dataset, checking records, building the chat             |
 | `synthetic` | the tiny profile's synthetic dataset, in the Hub schema              |
-| `tiny`      | the tiny profile's processor (real vocabulary) and random model      |
+| `tiny`      | the tiny profile's processor (real vocabulary) and model             |
+| `pretraining` | the tiny model's pretraining (sampled softmax), run by make-tiny   |
 | `models`    | loading either profile's model and processor, LoRA                   |
 | `collators` | `CollatorV1` to `CollatorV3`: which tokens the loss sees              |
 | `training`  | SFTTrainer wiring, the answer-only loss, saving a run                |
@@ -28,6 +29,7 @@ of the pipeline is written once:
 """
 
 import logging
+import os
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,10 @@ __version__ = "0.1.0"
 # are missing. The course never runs 4-bit on the CPU (vlmlib.models.load_model refuses to), so the
 # message would only clutter every page and log.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+# The fast tokenizer's own thread pool competes with torch's threads for the same cores while a batch is
+# built; on a 2-core CPU, switching it off made a tiny-model training step 14% faster (0.211 s to 0.181 s).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def quiet_progress_bars() -> None:

@@ -76,12 +76,20 @@ class TinyModelConfig:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     intermediate_size: int = 512
-    mrope_section: list[int] = field(default_factory=lambda: [4, 6, 6])  # sums to head_dim / 2 = 16
-    rope_theta: float = 1000000.0
+    # M-RoPE: how the 16 rotary frequencies of a head (head_dim / 2) are shared by (time, height, width).
+    # Photos have no time axis, and a base of 10 (not Qwen's 1e6) makes the frequencies turn fast enough to
+    # tell 8 rows apart. Both choices are what made the tiny model learn to localise: see book/tiny_model.md.
+    mrope_section: list[int] = field(default_factory=lambda: [0, 8, 8])
+    rope_theta: float = 10.0
     vision_embed_dim: int = 64
     vision_depth: int = 2
     vision_num_heads: int = 4
     seed: int = 0
+    # Pretraining (`vlmlib.pretraining`): make-tiny trains the random model to ground tables and logos.
+    pretrain_steps: int = 0  # 0 = keep the random weights (tests do); the tiny profile sets it
+    pretrain_num_images: int = 2000
+    pretrain_batch_size: int = 8
+    pretrain_learning_rate: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_min_side_px: int = 112
     synthetic_max_side_px: int = 224
+    synthetic_square: bool = False  # square photos: with a fixed pixel budget, every image is the same token grid
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import AddedToken, normalizers
@@ -36,8 +37,11 @@ from transformers import (
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from vlmlib.config import Config
-from vlmlib.synthetic import generate_synthetic_dataset
+from vlmlib.synthetic import generate_pretraining_records, generate_synthetic_dataset
 from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN, QWEN2_VL_SPECIAL_TOKEN_IDS
+
+if TYPE_CHECKING:
+    from vlmlib.pretraining import PretrainingLog
 
 __all__ = [
     "CACHE_DIR_ENV_VAR",
@@ -48,6 +52,7 @@ __all__ = [
     "build_tiny_model",
     "build_tiny_processor",
     "ensure_tiny_assets",
+    "pretrain_tiny_model",
     "get_cache_dir",
     "tiny_dataset_dir",
     "tiny_model_dir",
@@ -91,6 +96,9 @@ def _fingerprint(settings: dict) -> str:
 def tiny_model_dir(config: Config) -> Path:
     """Return the cache folder of the tiny model and processor for these settings."""
     settings = {"tiny": asdict(config.tiny), "min_pixels": config.model.min_pixels, "max_pixels": config.model.max_pixels}
+    if config.tiny.pretrain_steps:  # the pretraining data follows the dataset's shape and the system message
+        settings.update(square=config.data.synthetic_square, sides=[config.data.synthetic_min_side_px, config.data.synthetic_max_side_px],
+                        system_message=config.data.system_message)
     return get_cache_dir() / f"tiny-model-{_fingerprint(settings)}"
 
 
@@ -98,7 +106,7 @@ def tiny_dataset_dir(config: Config) -> Path:
     """Return the cache folder of the synthetic dataset for these settings."""
     data = config.data
     settings = {key: getattr(data, key) for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_seed",
-                                                    "synthetic_min_side_px", "synthetic_max_side_px")}
+                                                    "synthetic_min_side_px", "synthetic_max_side_px", "synthetic_square")}
     return get_cache_dir() / f"tiny-dataset-{_fingerprint(settings)}"
 
 
@@ -193,6 +201,24 @@ def build_tiny_model(config: Config) -> Qwen2VLForConditionalGeneration:
     return model
 
 
+def pretrain_tiny_model(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor, config: Config) -> PretrainingLog:
+    """Pretrain the random tiny `model` in place, as `config.tiny` says (`vlmlib.pretraining`), and return the log.
+
+    Why: the offline stand-in for Qwen2-VL's pretraining; its images are drawn like the dataset's (not the
+    dataset's own: another random stream), and its answers box the logo as well as the tables.
+    Explained in: book/tiny_model.md.
+    """
+    from vlmlib.pretraining import PretrainingSettings, pretrain  # imports the collators, which import this module
+
+    tiny, data = config.tiny, config.data
+    logger.info("pretraining the tiny model: %d steps on %d images", tiny.pretrain_steps, tiny.pretrain_num_images)
+    records = generate_pretraining_records(tiny.pretrain_num_images, seed=tiny.seed, min_side_px=data.synthetic_min_side_px,
+                                           max_side_px=data.synthetic_max_side_px, is_square=data.synthetic_square)
+    settings = PretrainingSettings(num_steps=tiny.pretrain_steps, batch_size=tiny.pretrain_batch_size,
+                                   learning_rate=tiny.pretrain_learning_rate, seed=tiny.seed)
+    return pretrain(model, processor, records, settings, data.system_message)
+
+
 def _write_atomically(target: Path, write) -> Path:
     """Write into a temporary sibling folder, then rename, so an interrupted build leaves no half cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,8 +248,11 @@ def ensure_tiny_assets(config: Config, rebuild: bool = False) -> tuple[Path, Pat
         logger.info("building the tiny model and processor in %s", model_dir)
 
         def write_model(staging: Path) -> None:
-            build_tiny_model(config).save_pretrained(staging)
-            build_tiny_processor(config).save_pretrained(staging)
+            model, processor = build_tiny_model(config), build_tiny_processor(config)
+            if config.tiny.pretrain_steps:
+                pretrain_tiny_model(model, processor, config)
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
 
         _write_atomically(model_dir, write_model)
     if not dataset_dir.exists():
@@ -231,7 +260,7 @@ def ensure_tiny_assets(config: Config, rebuild: bool = False) -> tuple[Path, Pat
         data = config.data
         dataset_dict = generate_synthetic_dataset(
             num_train=data.synthetic_num_train, num_val=data.synthetic_num_val, seed=data.synthetic_seed,
-            min_side_px=data.synthetic_min_side_px, max_side_px=data.synthetic_max_side_px,
+            min_side_px=data.synthetic_min_side_px, max_side_px=data.synthetic_max_side_px, is_square=data.synthetic_square,
         )
         _write_atomically(dataset_dir, lambda staging: dataset_dict.save_to_disk(str(staging)))
     return model_dir, dataset_dir
