@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import gpu_generate, gpu_train_step  # noqa: E402
+from benchmarks import gpu_generate, gpu_train_step, tiny_learning  # noqa: E402
 from benchmarks.workload import TRAIN_SPLIT_NUM_IMAGES, load_qwen2_vl_2b_config  # noqa: E402
 from vlmlib.config import Config  # noqa: E402
 from vlmlib.models import count_parameters  # noqa: E402
@@ -169,3 +169,17 @@ def test_generate_benchmark_answers_with_the_2b_model_on_cuda():
         device="cuda", batch_sizes=(2,), budget=256, num_batches=1, new_tokens=8))
     (row,) = report["rows"]
     assert report["workload"]["quantization"].startswith("nf4") and row["status"] == "ok"
+
+
+def test_tiny_learning_benchmark_runs_from_random_weights_to_scores(tiny_config: Config, tmp_path: Path):
+    """Pretraining, fine-tuning and scoring end to end, at a few steps: the figures exist and are in range."""
+    json_path = tmp_path / "tiny_learning.json"
+    report, printed = _run_main(tiny_learning.main, [
+        "--seed", "3", "--num-held-out", "4", "--json", str(json_path),
+        "--set", "tiny.pretrain_steps=3", "--set", "tiny.pretrain_num_images=8", "--set", "data.synthetic_num_train=16",
+        "--set", "data.synthetic_num_val=4", "--set", "training.max_steps=2", "--set", "training.save_steps=2"])
+    for key in ("mean_iou", "zero_shot_mean_iou", "mean_box_baseline_iou", "parse_failure_rate"):
+        assert 0 <= report[key] <= 1, key
+    assert report["pretraining_steps"] == 3 and report["fine_tuning_steps"] == 2 and report["wall_seconds"] > 0
+    assert report["meets_goal"] is False  # 4 held-out images cannot meet a goal set on 100
+    assert "seed 3: mean IoU" in printed and "goal NOT met" in printed
