@@ -56,8 +56,9 @@ transformers.utils.logging.disable_progress_bar()
 
 config = load_config()
 glue("model_profile", config.profile, display=False)
-glue("model_state", "a tiny Qwen2-VL with random weights: it has never been "
-     "trained, so its answers below are noise" if config.profile == "tiny"
+glue("model_state", "a tiny Qwen2-VL that `vlmlib make-tiny` pretrained to box every "
+     "object on a label, logos included, but never asked for nutrition tables"
+     if config.profile == "tiny"
      else f"{config.model.name} as published, before any fine-tuning",
      display=False)
 config.profile
@@ -68,17 +69,19 @@ config.profile
 # `load_model_and_processor` returns the model and its processor under either profile. Under
 # `full` it is Qwen2-VL-2B-Instruct {cite}`wang2024qwen2vl` in 4-bit (QLoRA's nf4
 # {cite}`dettmers2023qlora`) on a GPU; under `tiny` it is the same architecture at tiny widths,
-# with random weights, and the real tokenizer.
+# with the real tokenizer, pretrained for a few minutes on synthetic labels.
 
 # %%
 model, processor = models.load_model_and_processor(config)
 type(model).__name__, type(processor).__name__
 
 # %% [markdown]
-# ```{caution}
-# Under `tiny` the model is **untrained**. Everything about its *structure* on this page (layers,
-# token counts, the chat template, the tokenisation of answers) is exactly Qwen2-VL's; everything
-# about its *answers* is noise. The prose says what to expect from the `full` profile.
+# ```{note}
+# Under `tiny` the model is the course's stand-in for Qwen2-VL-2B-Instruct. Everything about its
+# *structure* on this page (layers, token counts, the chat template, the tokenisation of answers) is
+# exactly Qwen2-VL's. Its *answers* are those of a 20-million-parameter model that `vlmlib make-tiny`
+# pretrained to box every object on a label, the logo included ({doc}`../book/tiny_model`): the
+# right format, rough boxes, and often one box too many. The prose says what to expect from `full`.
 # ```
 
 # %% [markdown]
@@ -339,7 +342,9 @@ glue("model_num_answers", len(parsed), display=False)
 
 # %% [markdown]
 # {glue:text}`model_num_parsed` of {glue:text}`model_num_answers` answers held a usable box. Under
-# `tiny` that is expected to be none: random weights write random tokens. Under `full`,
+# `tiny` that is expected to be most of them: the pretrained tiny model answers in the grounding
+# format, and boxes the logo as well as the tables, since its pretraining asked for every object.
+# Under `full`,
 # Qwen2-VL-2B-Instruct was pretrained on grounding data in this very format, so it often answers
 # with a box already, but not reliably: it may box the whole label, describe the table in words,
 # or use a label of its own. Measuring how often, and how well, is chapter 6's job; making it

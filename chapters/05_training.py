@@ -60,13 +60,15 @@ vlmlib.quiet_progress_bars()
 # The run on this page is the profile's recipe with a few page settings on top, all in the next cell.
 
 # %%
-# This page's budget: the ONLY settings to retune. Steps, learning rate, batch size and LoRA come from the
-# profile's config (vlmlib/configs/tiny.yaml or full.yaml, printed below). Each IoU evaluation answers
-# `callbacks.iou_eval_num_samples` held-out images, so keep about four of them per run; the resume
-# demonstration restarts from the last checkpoint before the end, `save_steps` before it.
+# This page's budget: the ONLY settings to retune.
+# Steps, learning rate, batch size and LoRA come from the profile's
+# config (vlmlib/configs/tiny.yaml or full.yaml, printed below).
+# - iou_eval_every_steps: each evaluation answers iou_eval_num_samples
+#   held-out images; about four per run draw a curve.
+# - save_steps: the resume demonstration restarts from the checkpoint
+#   before the last one, so it re-runs save_steps steps.
 budget = {
-    "tiny": ["callbacks.iou_eval_every_steps=10",  # 4 IoU points over tiny.yaml's 40 steps
-             "training.save_steps=10"],            # a checkpoint 10 steps before the end: the resume re-runs only those
+    "tiny": ["callbacks.iou_eval_every_steps=25", "training.save_steps=25"],
     "full": [],  # the published recipe unchanged
 }[get_profile()]
 config = load_config("assistant_only", overrides=[*budget, "training.output_dir=outputs/chapter05"])
@@ -189,7 +191,9 @@ pd.Series({"trainable (PEFT)": peft_counts.trainable, "trainable (r * (in + out)
 
 # %% [markdown]
 # The tiny profile trains in float32 on the CPU, where bitsandbytes' 4-bit kernels are not what we want
-# to teach with, so `load_model` refuses 4-bit there. Everything after loading is the same code.
+# to teach with, so `load_model` refuses 4-bit there. Everything after loading is the same code. Its
+# base model is not Qwen2-VL-2B but a 20-million-parameter stand-in that `vlmlib make-tiny` pretrained
+# from random weights; {doc}`../book/tiny_model` explains what made so small a model learn to localise.
 
 # %% [markdown]
 # ## Wiring the trainer
@@ -263,7 +267,7 @@ def time_training_step(compute_loss) -> tuple[float, float]:
 step_times = pd.DataFrame({"TRL's default loss": time_training_step(lambda m, b: SFTTrainer.compute_loss(trainer, m, b)),
                            "answer-only projection": time_training_step(trainer.compute_loss)},
                           index=["seconds per step", "loss"]).T
-step_times
+step_times.round({"seconds per step": 2})
 
 # %%
 labels = batch["labels"]
@@ -337,9 +341,10 @@ iou_change = iou["eval_mean_iou"].iloc[-1] - iou["eval_mean_iou"].iloc[0]
 glue("num_steps", int(history["step"].max()), display=False)
 glue("loss_sentence_run", f"fell from {losses.iloc[0]:.3f} to {losses.iloc[-1]:.3f}" if losses.iloc[-1] < losses.iloc[0]
      else f"did not fall ({losses.iloc[0]:.3f} at the first log, {losses.iloc[-1]:.3f} at the last)", display=False)
-glue("iou_sentence", (f"{'rose' if iou_change > 0 else 'fell' if iou_change < 0 else 'stayed'} from "
-                      f"{iou['eval_mean_iou'].iloc[0]:.3f} at step {int(iou['step'].iloc[0])} to "
-                      f"{iou['eval_mean_iou'].iloc[-1]:.3f} at step {int(iou['step'].iloc[-1])}"), display=False)
+first_iou, last_iou, first_step, last_step = (*iou["eval_mean_iou"].iloc[[0, -1]], *iou["step"].iloc[[0, -1]].astype(int))
+glue("iou_sentence", (f"stayed at {first_iou:.3f} from step {first_step} to step {last_step}" if iou_change == 0 else
+                      f"{'rose' if iou_change > 0 else 'fell'} from {first_iou:.3f} at step {first_step} to {last_iou:.3f} "
+                      f"at step {last_step}"), display=False)
 glue("clipped_share", f"{history['clipped_fraction'].dropna().mean():.0%}", display=False)
 
 # %% [markdown]
@@ -366,7 +371,9 @@ pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
               for path in sorted(run.output_dir.iterdir()) if path.is_file()])
 
 # %% [markdown]
-# The adapter file holds only the LoRA weights, which is why it is small next to the model.
+# `adapter_model.safetensors` holds only the {glue:text}`trainable_parameters` LoRA weights
+# ({glue:text}`trainable_percent`% of the model); the base model is not copied, and `load_run` reads it
+# from where the config says.
 
 # %% [markdown]
 # ## Checkpoints and resuming
@@ -385,8 +392,8 @@ checkpoints = sorted(run.output_dir.glob("checkpoint-*"), key=checkpoint_step)
 final_step = int(history["step"].max())
 resume_from = max((path for path in checkpoints if checkpoint_step(path) < final_step), key=checkpoint_step, default=checkpoints[0])
 glue("resume_from", resume_from.name, display=False)
-pd.DataFrame([{"checkpoint": resume_from.name, "file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
-              for path in sorted(resume_from.iterdir()) if path.is_file()])
+pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
+              for path in sorted(resume_from.iterdir()) if path.is_file()]).rename_axis(resume_from.name, axis="columns")
 
 # %% [markdown]
 # To check that resuming is exact, we restart from {glue:text}`resume_from` into a new folder, as if
@@ -408,7 +415,7 @@ glue("resume_sentence", (f"all {len(differences)} adapter tensors are bit-for-bi
                          else f"all {len(differences)} adapter tensors match the uninterrupted run's to within {largest:.1e}"
                          if largest < 1e-6 else f"its adapter differs from the uninterrupted run's by up to {largest:.1e}"),
      display=False)
-differences.describe()[["count", "max"]]
+pd.Series({"adapter tensors compared": len(differences), "largest absolute difference": largest})
 
 # %% [markdown]
 # The resumed run ends where the uninterrupted one did: {glue:text}`resume_sentence`. It continued the

@@ -49,15 +49,17 @@ torch.manual_seed(0)
 vlmlib.quiet_progress_bars()
 
 # %%
-# This page's budget: the ONLY settings to retune. Steps, learning rate, batch size and LoRA come from the
-# profile's config (vlmlib/configs/tiny.yaml or full.yaml). Every evaluated image is answered twice
-# (zero-shot and fine-tuned), so `data.num_eval` sets most of the page's running time.
+# This page's budget: the ONLY settings to retune.
+# Steps, learning rate, batch size and LoRA come from the profile's
+# config (vlmlib/configs/tiny.yaml or full.yaml).
+# - data.num_eval: held-out images; each is answered twice (zero-shot
+#   and fine-tuned), so this sets most of the page's running time.
+# - callbacks.iou_eval=false: this page evaluates after training instead.
 budget = {
-    "tiny": ["callbacks.iou_eval=false",  # this page evaluates after training instead
-             "data.num_eval=32"],         # half of the 64 synthetic held-out images
+    "tiny": ["callbacks.iou_eval=false", "data.num_eval=32"],  # 32 of 64
     "full": ["callbacks.iou_eval=false"],  # all 123 images of the val split
 }[get_profile()]
-num_merge_check_records = 4  # held-out images on which the merged model must answer exactly as base + adapter
+num_merge_check_records = 4  # images the merged model must answer as before
 config = load_config("assistant_only", overrides=[*budget, "training.output_dir=outputs/chapter06"])
 glue("evaluation_profile", config.profile, display=False)
 glue("evaluation_profile_meaning", "a tiny Qwen2-VL and synthetic data on the CPU" if config.profile == "tiny"
@@ -133,6 +135,9 @@ glue("fine_tuned_iou", f"{after.mean_iou:.3f}", display=False)
 glue("zero_shot_failures", f"{before.parse_failure_rate:.0%}", display=False)
 glue("fine_tuned_failures", f"{after.parse_failure_rate:.0%}", display=False)
 glue("fine_tuned_f1", f"{after.f1:.3f}", display=False)
+for name, report in (("zero_shot", before), ("fine_tuned", after)):
+    glue(f"{name}_precision", f"{report.precision:.3f}", display=False)
+    glue(f"{name}_recall", f"{report.recall:.3f}", display=False)
 glue("fine_tuned_map_50", f"{after.map_50:.3f}", display=False)
 glue("fine_tuned_map_50_95", f"{after.map_50_95:.3f}", display=False)
 glue("comparison_sentence", ("fine-tuning raised the mean IoU" if after.mean_iou > before.mean_iou
@@ -147,6 +152,13 @@ glue("comparison_sentence", ("fine-tuning raised the mean IoU" if after.mean_iou
 # its mAP@[.5:.95] {glue:text}`fine_tuned_map_50_95`. Read the rows together: mean IoU mixes "where"
 # and "whether", precision and recall separate invented boxes from missed ones, and the parse-failure
 # rate says how often the model did not answer in the format at all.
+#
+# Precision went from {glue:text}`zero_shot_precision` to {glue:text}`fine_tuned_precision` and recall
+# from {glue:text}`zero_shot_recall` to {glue:text}`fine_tuned_recall`. Under `tiny`, the zero-shot
+# model's extra boxes are mostly the logo: it was pretrained to box every object
+# ({doc}`../book/tiny_model`), and an extra box is a false positive that also halves its image's IoU.
+# Fine-tuning taught it which objects this dataset means. Under `full`, Qwen2-VL-2B's zero-shot
+# mistakes are of other kinds: whole-label boxes, prose instead of boxes, labels of its own.
 
 # %% [markdown]
 # ## How tight are the boxes?
@@ -161,12 +173,14 @@ viz.plot_threshold_sweep({name: report.sweep for name, report in reports.items()
 f1_by_threshold = after.sweep.set_index("iou_threshold")["f1"]
 glue("f1_at_75", f"{f1_by_threshold.loc[0.75]:.3f}", display=False)
 glue("f1_at_95", f"{f1_by_threshold.loc[0.95]:.3f}", display=False)
+glue("sweep_sentence", ("no box reaches IoU 0.5 yet, so the sweep is flat at zero" if f1_by_threshold.max() == 0 else
+                        "the drop from 0.5 upwards measures how many boxes are only roughly placed"), display=False)
 after.sweep.round(3)
 
 # %% [markdown]
 # The fine-tuned model's F1 goes from {glue:text}`fine_tuned_f1` at IoU 0.5 to
 # {glue:text}`f1_at_75` at 0.75 and {glue:text}`f1_at_95` at 0.95 ({numref}`fig-06-threshold-sweep`):
-# the falling curve is the part of the boxes that is only roughly placed.
+# {glue:text}`sweep_sentence`.
 
 # %% [markdown]
 # ## Where the IoU goes
@@ -235,8 +249,8 @@ viz.plot_prediction_gallery([eval_split[index] for _, index in gallery], [fine_t
                             titles=[f"{kind}: {fine_tuned_predictions[index].image_id}" for kind, index in gallery], num_columns=3)
 
 # %% [markdown]
-# {numref}`fig-06-gallery` puts faces to the histogram: the left column is what the model has
-# learned, the right column is where to look for the next improvement.
+# {numref}`fig-06-gallery` puts faces to the histogram: the left column shows the model at its best,
+# the right column where to look for the next improvement.
 
 # %% [markdown]
 # ## Failure analysis
@@ -258,8 +272,10 @@ examples = pd.DataFrame({"image_id": [prediction.image_id for prediction in fail
 examples if failed else "The fine-tuned model gave at least one box in every answer."
 
 # %% [markdown]
-# The fine-tuned model's failing answers, if any, show whether it lost the format (no box at all) or
-# ran out of tokens (a truncated box: raise `callbacks.max_new_tokens`).
+# The end of a failing answer says what went wrong. "no box found" means the model left the format.
+# "truncated box" means generation stopped at `callbacks.max_new_tokens` inside a box: either the
+# answer was longer than the budget (several tables: raise the budget), or the model never closed
+# the box, as an undertrained model does when it repeats a digit (train longer).
 #
 # ### Several tables in one image
 #
@@ -359,7 +375,7 @@ pd.Series({"saved to": str(merge_report.output_dir), "answers checked": merge_re
 # ```{exercise}
 # :label: ex-06-max-new-tokens
 # Evaluate the fine-tuned model again with `callbacks.max_new_tokens` halved
-# (`evaluation.evaluate_model(..., config=with_overrides(config, ["callbacks.max_new_tokens=24"]))`). Which
+# (`evaluation.evaluate_model(..., config=vlmlib.config.with_overrides(config, ["callbacks.max_new_tokens=24"]))`). Which
 # figure moves first, and why?
 # ```
 #

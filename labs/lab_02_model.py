@@ -155,8 +155,9 @@ checks.check_describe_parse_failure(describe_parse_failure)
 #
 # Time to read real answers. This cell asks the profile's model about two evaluation images and
 # parses the answers with the library's parser (so it runs before you finish the exercises). Under
-# `tiny` the model is untrained, so expect "no box found"; under `full`, Qwen2-VL-2B-Instruct usually
-# answers in the grounding format already.
+# `tiny` the pretrained tiny model answers in the grounding format, and boxes the logo as well as the
+# tables (its pretraining asked for every object); under `full`, Qwen2-VL-2B-Instruct usually answers
+# in the grounding format already.
 
 # %%
 import pandas as pd

@@ -141,7 +141,8 @@ def score_held_out(scored_model: torch.nn.Module) -> float:
     return callbacks.score_parsed_answers(held_out, parsed)["mean_iou"]
 
 
-print(f"mean IoU of the untrained adapter on {len(held_out)} held-out images: {score_held_out(peft_model):.3f}")
+print(f"mean IoU before training (a fresh adapter changes nothing yet) on {len(held_out)} held-out images: "
+      f"{score_held_out(peft_model):.3f}")
 
 # %% [markdown]
 # Write `HeldOutIoUCallback(score_model, every_steps)`. It appends `(step, score)` to `self.history`
@@ -174,13 +175,11 @@ class HeldOutIoUCallback(TrainerCallback):
 checks.check_iou_callback(HeldOutIoUCallback)
 
 # %% [markdown]
-# In a real run the callback goes to the trainer with the real scorer, exactly as
-# `vlmlib.training.train` adds `IoUEvalCallback`:
+# In a real run the callback goes to the trainer with the real scorer; `vlmlib.training.train` adds
+# it after the config's own callbacks (among them `IoUEvalCallback`, the library's version of yours):
 #
 # ```python
-# trainer = training.build_trainer(config, model, processor, splits["train"],
-#                                  callbacks=[HeldOutIoUCallback(score_held_out, every_steps=20)])
-# trainer.train()
+# run = training.train(config, extra_callbacks=[HeldOutIoUCallback(score_held_out, every_steps=20)])
 # ```
 #
 # **Question.** Why score a *fixed* list of held-out records each time, rather than a fresh random
