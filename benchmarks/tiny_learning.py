@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -57,11 +58,15 @@ def score_mean_box_baseline(train_records: list[dict], held_out: list[dict]) -> 
     return float(np.mean(scores))
 
 
-def score_model(model, processor, config: Config, records: list[dict]) -> dict[str, float]:
-    """Mean IoU and parse-failure rate of greedy answers to the course's prompt."""
+def score_model(model, processor, config: Config, records: list[dict]) -> dict[str, Any]:
+    """Mean IoU and parse-failure rate of greedy answers to the course's prompt, and the mean IoU by table count."""
     parsed = predict_boxes(model, processor, records, prompt=config.data.prompt, system_message=config.data.system_message,
                            max_new_tokens=config.callbacks.max_new_tokens, batch_size=16)
-    return score_parsed_answers(records, parsed)
+    by_count: dict[int, list[float]] = {}
+    for record, answer in zip(records, parsed):
+        by_count.setdefault(len(record["objects"]["bbox"]), []).append(score_parsed_answers([record], [answer])["mean_iou"])
+    return score_parsed_answers(records, parsed) | {
+        "mean_iou_by_num_tables": {count: (len(ious), float(np.mean(ious))) for count, ious in sorted(by_count.items())}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "overrides": args.set,
         "mean_iou": fine_tuned["mean_iou"], "parse_failure_rate": fine_tuned["parse_failure_rate"],
         "zero_shot_mean_iou": zero_shot["mean_iou"], "zero_shot_parse_failure_rate": zero_shot["parse_failure_rate"],
+        "mean_iou_by_num_tables": {str(count): {"images": n, "mean_iou": iou}
+                                   for count, (n, iou) in fine_tuned["mean_iou_by_num_tables"].items()},
         "mean_box_baseline_iou": baseline, "margin_over_baseline": fine_tuned["mean_iou"] - baseline,
         "wall_seconds": wall_seconds, "pretraining_seconds": pretraining_log.seconds, "fine_tuning_seconds": fine_tuning_seconds,
         "pretraining_steps": config.tiny.pretrain_steps, "fine_tuning_steps": config.training.max_steps,
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
           f"| zero-shot {zero_shot['mean_iou']:.3f} (parse failures {zero_shot['parse_failure_rate']:.0%}) "
           f"| mean-box baseline {baseline:.3f} | wall {wall_seconds:.0f} s (pretraining {pretraining_log.seconds:.0f} s, "
           f"fine-tuning {fine_tuning_seconds:.0f} s) | goal {'met' if meets_goal else 'NOT met'}")
+    print("fine-tuned mean IoU by tables per image: " + ", ".join(
+        f"{count}: {iou:.3f} ({n} images)" for count, (n, iou) in fine_tuned["mean_iou_by_num_tables"].items()))
     print(f"machine: {figures['machine']}")
     figures["meets_goal"] = meets_goal
     if args.json:

@@ -18,8 +18,9 @@
 #
 # ```{note}
 # The outputs on this page were produced with the **{glue:text}`masking_profile`** profile. Under
-# `tiny` the model is a tiny Qwen2-VL trained for a few dozen steps on synthetic images: its numbers
-# show how to run and read the comparison, and the `full` profile's numbers are the ones to quote.
+# `tiny` the model is the pretrained tiny Qwen2-VL ({doc}`../book/tiny_model`), fine-tuned for a few
+# minutes on synthetic images: its numbers show how to run and read the comparison, and the `full`
+# profile's numbers are the ones to quote.
 # ```
 #
 # **Learning objectives**

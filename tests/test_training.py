@@ -113,9 +113,9 @@ def test_callbacks_log_grad_norms_and_eval_iou(short_run_config, tiny_splits, tm
     grad_norms = next(callback for callback in callbacks if isinstance(callback, GradNormCallback))
     assert len(grad_norms.applied_norms) == 4 and all(norm > 0 for norm in grad_norms.applied_norms)
     iou = next(callback for callback in callbacks if isinstance(callback, IoUEvalCallback))
-    assert [entry["step"] for entry in iou.history] == [2, 4]
+    assert [entry["step"] for entry in iou.history] == [0, 2, 4]  # before the first step, every 2 steps
     logged = [entry for entry in run.log_history if "eval_mean_iou" in entry]
-    assert len(logged) == 2 and all(0.0 <= entry["eval_mean_iou"] <= 1.0 for entry in logged)
+    assert len(logged) == 3 and all(0.0 <= entry["eval_mean_iou"] <= 1.0 for entry in logged)
     assert any("grad_norm_applied" in entry for entry in run.log_history)
 
 

@@ -79,7 +79,8 @@ class IoUEvalCallback(TrainerCallback):
     Args:
         records: the held-out records (the same ones every time, so values are comparable).
         processor: to build prompts and decode answers.
-        every_steps: how often; also runs at the end of training.
+        every_steps: how often; also runs before the first step (so a curve starts from the model as
+            loaded: zero-shot, for a fresh run) and at the end of training.
     """
 
     def __init__(self, records: Sequence[dict[str, Any]], processor, every_steps: int, prompt: str, system_message: str,
@@ -101,6 +102,10 @@ class IoUEvalCallback(TrainerCallback):
             self.trainer.log(metrics)
         else:
             state.log_history.append({**metrics, "step": state.global_step})
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        if self.every_steps > 0 and state.global_step == 0:  # not when resuming: that point is already logged
+            self._evaluate(model, state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:
@@ -179,6 +184,10 @@ class AnswerLossCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         self._measure(model, state)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        if self.every_steps > 0 and state.global_step == 0:  # not when resuming: that point is already logged
+            self._evaluate(model, state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:
