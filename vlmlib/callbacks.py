@@ -185,10 +185,6 @@ class AnswerLossCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         self._measure(model, state)
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
-        if self.every_steps > 0 and state.global_step == 0:  # not when resuming: that point is already logged
-            self._evaluate(model, state)
-
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:
             self._measure(model, state)
