@@ -1,0 +1,120 @@
+"""Check the data exercises: box conversions, per-image box statistics, the answer text, image-token counts.
+
+Why: every later lab trains on these boxes, answers and token counts, so each is compared with the
+`vlmlib` function that produces it (`boxes`, `dataset_stats`, `data`).
+Explained in: book/labs, lab 01 (exercises 1.1 to 1.4) and lab 02 (exercises 2.1 and 2.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vlmlib.boxes import convert_hub_box_to_qwen, convert_qwen_box_to_hub
+from vlmlib.checks.runner import CheckCase, CheckResult, run_check
+from vlmlib.data import format_answer
+from vlmlib.dataset_stats import (
+    MERGE_SIZE,
+    compute_image_token_budget,
+    describe_record_boxes,
+)
+
+__all__ = [
+    "check_convert_hub_box_to_qwen",
+    "check_convert_qwen_box_to_hub",
+    "check_count_image_tokens",
+    "check_count_image_tokens_from_grid",
+    "check_describe_record_boxes",
+    "check_format_answer",
+]
+
+
+# --- lab 01: the data ---
+
+_HUB_BOXES = {  # name -> box_hub ([y_min, x_min, y_max, x_max], 0-1)
+    "a box in the middle of the image": [0.25, 0.1, 0.75, 0.6],
+    "the whole image": [0.0, 0.0, 1.0, 1.0],
+    "a tall, narrow box": [0.1, 0.4, 0.9, 0.45],
+    "values that need rounding": [0.12345, 0.6789, 0.5, 0.99951],
+}
+
+
+def check_convert_hub_box_to_qwen(function: Callable[[list[float]], Any]) -> CheckResult:
+    """Check a function that turns `box_hub` into Qwen's (x1, y1, x2, y2) on the 0-1000 grid (lab 01, exercise 1.1)."""
+    cases = [CheckCase(name, {"box_hub": box_hub}, convert_hub_box_to_qwen(box_hub)) for name, box_hub in _HUB_BOXES.items()]
+    cases[-1] = CheckCase(cases[-1].name, cases[-1].inputs, cases[-1].expected,
+                          hint="round to the nearest integer with round(); int() cuts 678.9 down to 678.")
+    return run_check(function, cases, hint="the Hub writes y first, Qwen writes x first: (x_min, y_min, x_max, y_max), times 1000.")
+
+
+def check_convert_qwen_box_to_hub(function: Callable[[Sequence[int]], Any]) -> CheckResult:
+    """Check a function that turns Qwen's (x1, y1, x2, y2) on the 0-1000 grid back into `box_hub` (exercise 1.2)."""
+    boxes_qwen = {"a box in the middle of the image": (100, 250, 600, 750), "the whole image": (0, 0, 1000, 1000),
+                  "a wide, flat box": (50, 700, 950, 760), "a box near the bottom-right corner": (812, 903, 999, 1000)}
+    cases = [CheckCase(name, {"box_qwen": box_qwen}, convert_qwen_box_to_hub(box_qwen)) for name, box_qwen in boxes_qwen.items()]
+    return run_check(function, cases, hint="divide by 1000 and put y first: [y_min, x_min, y_max, x_max].")
+
+
+def _record(width_px: int, height_px: int, boxes_hub: list[list[float]], category_names: list[str]) -> dict[str, Any]:
+    return {"image_id": "check", "width": width_px, "height": height_px,
+            "objects": {"bbox": boxes_hub, "category_id": [0] * len(boxes_hub), "category_name": category_names}}
+
+
+def check_describe_record_boxes(function: Callable[[dict[str, Any]], Any]) -> CheckResult:
+    """Check per-image box statistics against `vlmlib.dataset_stats.describe_record_boxes` (exercise 1.3)."""
+    records = {
+        "one square box in a square image": (_record(200, 200, [[0.25, 0.25, 0.75, 0.75]], ["nutrition-table"]), None),
+        "one box in a wide image (aspect ratio in pixels, not fractions)": (
+            _record(400, 100, [[0.1, 0.1, 0.9, 0.3]], ["nutrition-table"]),
+            "measure the aspect ratio in pixels: width fraction x image width over height fraction x image height."),
+        "two boxes, the largest listed second": (
+            _record(300, 300, [[0.0, 0.0, 0.2, 0.2], [0.5, 0.2, 0.9, 0.9]], ["nutrition-table-small", "nutrition-table"]),
+            "the largest box is the one with the largest area, wherever it is in the list."),
+        "three boxes": (_record(640, 480, [[0.1, 0.1, 0.5, 0.6], [0.6, 0.1, 0.9, 0.3], [0.6, 0.5, 0.95, 0.9]],
+                                ["nutrition-table", "nutrition-table-text", "nutrition-table-small"]),
+                        "area_fraction adds up the areas of all the boxes."),
+    }
+    cases = [CheckCase(name, {"record": record}, describe_record_boxes(record), hint) for name, (record, hint) in records.items()]
+    return run_check(function, cases, tolerance=1e-4,
+                     hint="return a dict with num_boxes, area_fraction and largest_box_aspect_ratio.")
+
+
+def check_format_answer(function: Callable[[dict[str, list]], Any]) -> CheckResult:
+    """Check a function that writes the training answer for a record's objects against `vlmlib.data.format_answer` (1.4)."""
+    examples = {
+        "one table": _record(100, 100, [[0.34, 0.12, 0.91, 0.56]], ["nutrition-table"]),
+        "two tables of different categories": _record(100, 100, [[0.1, 0.1, 0.5, 0.6], [0.6, 0.7, 0.8, 0.95]],
+                                                      ["nutrition-table", "nutrition-table-small-energy"]),
+        "coordinates that need rounding": _record(100, 100, [[0.12345, 0.6789, 0.5, 0.99951]], ["nutrition-table-text"]),
+    }
+    cases = [CheckCase(name, {"objects": record["objects"]}, format_answer(record["objects"])) for name, record in examples.items()]
+    return run_check(function, cases, hint="one group per box, no spaces: <|object_ref_start|>LABEL<|object_ref_end|>"
+                                           "<|box_start|>(x1,y1),(x2,y2)<|box_end|>, coordinates from exercise 1.1.")
+
+
+# --- lab 02: the model ---
+
+def check_count_image_tokens_from_grid(function: Callable[[Sequence[int]], Any]) -> CheckResult:
+    """Check a function that turns one row of `image_grid_thw` into its number of `<|image_pad|>` tokens (2.1)."""
+    grids = {"a 112x168 px image": [1, 12, 8], "a 224x224 px image": [1, 16, 16], "a 728x504 px image": [1, 36, 52]}
+    cases = [CheckCase(name, {"grid_thw": grid}, grid[0] * grid[1] * grid[2] // MERGE_SIZE**2) for name, grid in grids.items()]
+    return run_check(function, cases, hint="the grid counts 14 px patches (time, height, width); 2x2 patches merge into "
+                                           "one token, so divide their product by 4.")
+
+
+def check_count_image_tokens(function: Callable[[int, int, int, int], Any]) -> CheckResult:
+    """Check image-token counts for a size and pixel budget against `compute_image_token_budget` (exercise 2.2)."""
+    tiny, full = (12544, 50176), (200704, 501760)  # the (min_pixels, max_pixels) of configs tiny.yaml and full.yaml
+    sizes = {  # name -> (width_px, height_px, (min_pixels, max_pixels), hint)
+        "already a multiple of 28, inside the budget": (224, 224, tiny, None),
+        "a side that must be rounded to a multiple of 28": (113, 175, tiny, "round each side to the nearest multiple of 28."),
+        "a phone photo above max_pixels": (3024, 4032, full, "above max_pixels, divide both sides by "
+                                           "sqrt(width * height / max_pixels), then round DOWN to a multiple of 28."),
+        "a small image below min_pixels": (60, 80, full, "below min_pixels, multiply both sides by "
+                                           "sqrt(min_pixels / (width * height)), then round UP to a multiple of 28."),
+        "a very wide image": (1400, 100, full, None),
+    }
+    cases = [CheckCase(name, {"width_px": width, "height_px": height, "min_pixels": low, "max_pixels": high},
+                       compute_image_token_budget(width, height, low, high).num_image_tokens, hint)
+             for name, (width, height, (low, high), hint) in sizes.items()]
+    return run_check(function, cases, hint="resize as in chapter 02, then count (height / 28) * (width / 28) tokens.")
