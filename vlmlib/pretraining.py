@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from qwen_vl_utils import fetch_image
 from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from vlmlib.collators import IGNORE_INDEX, CollatorV3
+from vlmlib.models import get_pixel_budget
 
-__all__ = ["PRETRAINING_PROMPT", "PretrainingSettings", "compute_sampled_softmax_loss", "pretrain"]
+__all__ = ["PRETRAINING_PROMPT", "PretrainingSettings", "compute_sampled_softmax_loss", "pretrain", "resize_images_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ def pretrain(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor
     torch.manual_seed(settings.seed)
     sampler = random.Random(settings.seed)
     collator = CollatorV3(processor, PRETRAINING_PROMPT, system_message)
+    records = resize_images_once(records, processor)
     embedding = model.get_input_embeddings()
     embedding.sparse = True  # its gradient holds only the rows a step used
     dense_parameters = [parameter for parameter in model.parameters() if parameter is not embedding.weight]
@@ -133,6 +136,17 @@ def pretrain(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor
         model.eval()
     log.seconds = time.perf_counter() - started
     return log
+
+
+def resize_images_once(records: Sequence[dict[str, Any]], processor: Qwen2VLProcessor) -> list[dict[str, Any]]:
+    """Return copies of `records` whose images are already at the size the processor's pixel budget gives.
+
+    Why: pretraining draws each image about ten times. Resizing it once, not in every batch, leaves the
+    batches identical (the collator's resize is then a no-op; a test checks) and makes a step about 6% cheaper.
+    """
+    min_pixels, max_pixels = get_pixel_budget(processor)
+    return [record | {"image": fetch_image({"image": record["image"], "min_pixels": min_pixels, "max_pixels": max_pixels})}
+            for record in records]
 
 
 def _warmup_cosine(step: int, warmup_steps: int, num_steps: int) -> float:

@@ -69,8 +69,6 @@ MAIN_AREA_FRACTION_RANGE: tuple[float, float] = (0.10, 0.50)
 EXTRA_AREA_FRACTION_RANGE: tuple[float, float] = (0.03, 0.12)
 # The tiny model's pretraining grounds the logo as well as the tables (see `generate_pretraining_records`).
 LOGO_CATEGORY_NAME = "logo"
-# Pretraining shows more labels with two or three tables than the dataset does: more boxes to learn from per image.
-PRETRAINING_BOX_COUNT_RATES: dict[int, float] = {1: 0.4, 2: 0.4, 3: 0.2}
 
 _SPLIT_NAMES = ("train", "val")
 _MARGIN_PX = 3  # gap between a table and its strip's edge: tables never touch each other or the image edge
@@ -272,8 +270,8 @@ def _choose(rng: np.random.Generator, rates: dict[KeyT, float]) -> KeyT:
     return keys[int(rng.choice(len(keys), p=list(rates.values())))]
 
 
-def _draw_label(rng: np.random.Generator, min_side_px: int, max_side_px: int, is_square: bool,
-                box_count_rates: dict[int, float]) -> tuple[Image.Image, list[tuple[BoxXyxy, str]], BoxXyxy | None]:
+def _draw_label(rng: np.random.Generator, min_side_px: int, max_side_px: int,
+                is_square: bool) -> tuple[Image.Image, list[tuple[BoxXyxy, str]], BoxXyxy | None]:
     """Draw one synthetic label: (image, its tables largest first as (box, category), the logo's visible box).
 
     The logo's box is None when tables cover more than half of it.
@@ -285,7 +283,7 @@ def _draw_label(rng: np.random.Generator, min_side_px: int, max_side_px: int, is
     image = _draw_background(width_px, height_px, rng)
     logo_mask = _draw_decorations(image, rng)
     logo_area_px = int(np.count_nonzero(np.asarray(logo_mask)))
-    num_tables = _choose(rng, box_count_rates)
+    num_tables = _choose(rng, BOX_COUNT_RATES)
     tables: list[tuple[BoxXyxy, str]] = []
     for table_index, region in enumerate(_split_into_regions(width_px, height_px, num_tables, rng)):
         is_main = table_index == 0
@@ -301,13 +299,13 @@ def _draw_label(rng: np.random.Generator, min_side_px: int, max_side_px: int, is
 
 
 def _make_record(rng: np.random.Generator, min_side_px: int, max_side_px: int, is_square: bool = False,
-                 label_logo: bool = False, box_count_rates: dict[int, float] = BOX_COUNT_RATES) -> dict:
+                 label_logo: bool = False) -> dict:
     """Draw one synthetic label and return its record in the Hub schema.
 
     With `label_logo`, the logo's box follows the tables' as one more object, category "logo" (id -1): the
     tiny model's pretraining data, which is not in the Hub schema.
     """
-    image, tables, logo_box = _draw_label(rng, min_side_px, max_side_px, is_square, box_count_rates)
+    image, tables, logo_box = _draw_label(rng, min_side_px, max_side_px, is_square)
     width_px, height_px = image.size
     barcode = "".join(str(digit) for digit in rng.integers(0, 10, size=13))
     off_image_id = str(int(rng.integers(1, 40)))
@@ -375,7 +373,7 @@ def generate_pretraining_records(num_records: int, seed: int, min_side_px: int =
     """
     _check_generator_arguments(num_records, 0, seed, min_side_px, max_side_px)
     return [_make_record(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, record_index))),
-                         min_side_px, max_side_px, is_square, label_logo=True, box_count_rates=PRETRAINING_BOX_COUNT_RATES)
+                         min_side_px, max_side_px, is_square, label_logo=True)
             for record_index in range(num_records)]
 
 
