@@ -62,8 +62,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COLLATORS = {"v1": CollatorV1, "v2": CollatorV2, "v3": CollatorV3}
-# Grids per device. CUDA: the full profile's budget (640 tokens) and half of it. CPU: the tiny profile's
-# budget (64 tokens) and a quarter of it, with few steps, so CI checks the script in about a minute on two cores.
+# Grids per device. CUDA: the full profile's budget (640 tokens) and half of it. CPU: 64 tokens (a little
+# under the tiny profile's 100) and a quarter of it, with few steps, so CI checks the script in about a minute on two cores.
 DEFAULT_GRIDS: dict[str, dict[str, Any]] = {
     "cuda": {"batch_sizes": (1, 2, 4), "budgets": (320, 640), "warmup_steps": 2, "timed_steps": 5},
     "cpu": {"batch_sizes": (1, 2), "budgets": (16, 64), "warmup_steps": 1, "timed_steps": 1},

@@ -100,7 +100,7 @@ def test_recommended_max_pixels_never_exceeds_the_largest_photo(tiny_processor):
     records = [_record(200, 200, [[0.1, 0.1, 0.2, 0.2]], image_id=str(index)) for index in range(20)]
     recommendations = recommend_training_settings(records, tiny_processor)
     assert recommendations.recommended_max_pixels == 40768  # 200 x 200 rounded up to 52 blocks of 28x28
-    assert recommendations.share_of_boxes_kept_at_current == 1.0  # the tiny budget (50,176) already holds them
+    assert recommendations.share_of_boxes_kept_at_current == 1.0  # the tiny budget (78,400) already holds them
 
 
 def test_recommendations_measure_box_counts_order_and_answer_length(stats_records, tiny_processor):

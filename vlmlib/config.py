@@ -78,7 +78,7 @@ class TinyModelConfig:
     intermediate_size: int = 512
     # M-RoPE: how the 16 rotary frequencies of a head (head_dim / 2) are shared by (time, height, width).
     # Photos have no time axis, and a base of 10 (not Qwen's 1e6) makes the frequencies turn fast enough to
-    # tell 8 rows apart. Both choices are what made the tiny model learn to localise: see book/tiny_model.md.
+    # tell 10 rows apart. Both choices are what made the tiny model learn to localise: see book/tiny_model.md.
     mrope_section: list[int] = field(default_factory=lambda: [0, 8, 8])
     rope_theta: float = 10.0
     vision_embed_dim: int = 64

@@ -104,10 +104,10 @@ def check_count_image_tokens_from_grid(function: Callable[[Sequence[int]], Any])
 
 def check_count_image_tokens(function: Callable[[int, int, int, int], Any]) -> CheckResult:
     """Check image-token counts for a size and pixel budget against `compute_image_token_budget` (exercise 2.2)."""
-    tiny, full = (12544, 50176), (200704, 501760)  # the (min_pixels, max_pixels) of configs tiny.yaml and full.yaml
+    small, full = (12544, 50176), (200704, 501760)  # (min_pixels, max_pixels): a small budget, and full.yaml's
     sizes = {  # name -> (width_px, height_px, (min_pixels, max_pixels), hint)
-        "already a multiple of 28, inside the budget": (224, 224, tiny, None),
-        "a side that must be rounded to a multiple of 28": (113, 175, tiny, "round each side to the nearest multiple of 28."),
+        "already a multiple of 28, inside the budget": (224, 224, small, None),
+        "a side that must be rounded to a multiple of 28": (113, 175, small, "round each side to the nearest multiple of 28."),
         "a phone photo above max_pixels": (3024, 4032, full, "above max_pixels, divide both sides by "
                                            "sqrt(width * height / max_pixels), then round DOWN to a multiple of 28."),
         "a small image below min_pixels": (60, 80, full, "below min_pixels, multiply both sides by "
