@@ -11,7 +11,8 @@ from vlmlib.collators import CollatorV3
 from vlmlib.config import with_overrides
 from vlmlib.data import format_answer
 from vlmlib.models import load_model
-from vlmlib.pretraining import PRETRAINING_PROMPT, PretrainingSettings, compute_sampled_softmax_loss, pretrain, resize_images_once
+from vlmlib.pretraining import (PRETRAINING_PROMPT, PretrainingSettings, compute_sampled_softmax_loss, patch_embedding_as_matmul, pretrain,
+                                resize_images_once)
 from vlmlib.synthetic import BOX_COUNT_RATES, LOGO_CATEGORY_NAME, generate_pretraining_records, generate_synthetic_dataset
 from vlmlib.tiny import ensure_tiny_assets, tiny_model_dir
 from vlmlib.training import compute_answer_loss
@@ -71,6 +72,19 @@ def test_sampled_softmax_over_the_whole_vocabulary_equals_the_answer_loss(tiny_c
         sampled = compute_sampled_softmax_loss(model, batch, num_sampled_negatives=256)
     assert torch.allclose(whole_vocabulary, exact, rtol=1e-5)
     assert sampled < exact  # fewer competitors: a smaller loss, the price of a cheaper step
+
+
+def test_patch_embedding_as_matmul_equals_the_conv3d_then_restores_it(tiny_config, tiny_processor, tiny_splits):
+    patch_embed = load_model(tiny_config).model.visual.patch_embed
+    pixel_values = CollatorV3(tiny_processor)([tiny_splits["train"][0]])["pixel_values"]
+    conv_output = patch_embed(pixel_values)
+    conv_gradient, = torch.autograd.grad(conv_output.square().sum(), patch_embed.proj.weight)
+    with patch_embedding_as_matmul(patch_embed):
+        matmul_output = patch_embed(pixel_values)
+        matmul_gradient, = torch.autograd.grad(matmul_output.square().sum(), patch_embed.proj.weight)
+    assert torch.allclose(matmul_output, conv_output, atol=1e-5)
+    assert (matmul_gradient - conv_gradient).norm() < 1e-5 * conv_gradient.norm()  # sums of ~1,000 terms, in another order
+    assert "forward" not in vars(patch_embed)  # the Conv3d forward is back
 
 
 def test_pretrain_lowers_the_loss_and_leaves_a_dense_embedding(tiny_config, tiny_processor, pretraining_records):
