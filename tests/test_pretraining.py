@@ -11,9 +11,20 @@ from vlmlib.collators import CollatorV3
 from vlmlib.config import with_overrides
 from vlmlib.data import format_answer
 from vlmlib.models import load_model
-from vlmlib.pretraining import (PRETRAINING_PROMPT, PretrainingSettings, compute_sampled_softmax_loss, patch_embedding_as_matmul, pretrain,
-                                resize_images_once)
-from vlmlib.synthetic import BOX_COUNT_RATES, LOGO_CATEGORY_NAME, generate_pretraining_records, generate_synthetic_dataset
+from vlmlib.pretraining import (
+    PRETRAINING_PROMPT,
+    PretrainingSettings,
+    compute_sampled_softmax_loss,
+    patch_embedding_as_matmul,
+    pretrain,
+    resize_images_once,
+)
+from vlmlib.synthetic import (
+    BOX_COUNT_RATES,
+    LOGO_CATEGORY_NAME,
+    generate_pretraining_records,
+    generate_synthetic_dataset,
+)
 from vlmlib.tiny import ensure_tiny_assets, tiny_model_dir
 from vlmlib.training import compute_answer_loss
 
