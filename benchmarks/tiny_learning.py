@@ -34,28 +34,16 @@ import numpy as np
 import torch
 
 from benchmarks.workload import describe_machine, write_json
-from vlmlib.boxes import convert_hub_box_to_xyxy
 from vlmlib.callbacks import score_parsed_answers
 from vlmlib.config import Config, load_config
+from vlmlib.evaluation import score_mean_box_baseline
 from vlmlib.inference import predict_boxes
-from vlmlib.metrics import compute_image_mean_iou
 from vlmlib.synthetic import generate_synthetic_dataset
 from vlmlib.tiny import build_tiny_model, build_tiny_processor, pretrain_tiny_model
 from vlmlib.training import train
 
 HELD_OUT_SEED_OFFSET = 10_000  # held-out images come from seed + this; training data uses seed itself
 NUM_HELD_OUT = 100
-
-
-def score_mean_box_baseline(train_records: list[dict], held_out: list[dict]) -> float:
-    """Mean IoU of answering every image with one box: the mean of all training boxes (in 0-1 units)."""
-    mean_box = np.mean([box for record in train_records for box in record["objects"]["bbox"]], axis=0)
-    scores = []
-    for record in held_out:
-        width, height = record["width"], record["height"]
-        truth = [convert_hub_box_to_xyxy(box, width, height) for box in record["objects"]["bbox"]]
-        scores.append(compute_image_mean_iou([convert_hub_box_to_xyxy(mean_box, width, height)], truth))
-    return float(np.mean(scores))
 
 
 def score_model(model, processor, config: Config, records: list[dict]) -> dict[str, Any]:
@@ -104,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     zero_shot_model = build_tiny_model(config)
     zero_shot_model.load_state_dict(pretrained_state)
     zero_shot = score_model(zero_shot_model, processor, config, held_out)
-    baseline = score_mean_box_baseline([splits["train"][index] for index in range(len(splits["train"]))], held_out)
+    baseline = score_mean_box_baseline(splits["train"].select_columns(["objects"]), held_out)
     losses = [entry["loss"] for entry in run.log_history if "loss" in entry]
 
     figures = {

@@ -29,9 +29,14 @@ from vlmlib.evaluation import (
     build_image_predictions,
     compare_reports,
     evaluate_predictions,
+    score_mean_box_baseline,
 )
 from vlmlib.parsing import DEFAULT_LABEL, parse_box_answer
-from vlmlib.viz import plot_iou_distribution, plot_prediction_gallery, plot_threshold_sweep
+from vlmlib.viz import (
+    plot_iou_distribution,
+    plot_prediction_gallery,
+    plot_threshold_sweep,
+)
 
 # GT (0, 0, 100, 100) against (0, 0, 80, 80): intersection 80 * 80 = 6400, union 10000, so IoU 0.64 exactly.
 SQUARE_XYXY = (0.0, 0.0, 100.0, 100.0)
@@ -404,3 +409,19 @@ def test_plot_prediction_gallery_rejects_records_in_another_order() -> None:
     records = [{"image_id": "b", "image": Image.new("RGB", (200, 200))}]
     with pytest.raises(ValueError, match="same order"):
         plot_prediction_gallery(records, [make_prediction("a", [SQUARE_XYXY])])
+
+
+def test_mean_box_baseline_scores_the_mean_training_box_on_every_image():
+    def record(boxes: list[list[float]]) -> dict:
+        return {"width": 200, "height": 100, "objects": {"bbox": boxes}}
+
+    train = [record([[0.0, 0.0, 0.5, 0.5]]), record([[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]])]
+    # mean box (hub [y_min, x_min, y_max, x_max]): [1/6, 1/6, 2/3, 2/3] -> pixels x 33.3-133.3, y 16.7-66.7
+    exact = record([[1 / 6, 1 / 6, 2 / 3, 2 / 3]])
+    beside = record([[0.0, 0.7, 0.2, 1.0]])  # no overlap with the mean box
+    two_tables = record([[1 / 6, 1 / 6, 2 / 3, 2 / 3], [0.0, 0.7, 0.2, 1.0]])  # one matched, one missed: 1/2
+    assert score_mean_box_baseline(train, [exact]) == pytest.approx(1.0)
+    assert score_mean_box_baseline(train, [beside]) == 0.0
+    assert score_mean_box_baseline(train, [exact, beside, two_tables]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least one training box"):
+        score_mean_box_baseline([record([])], [exact])

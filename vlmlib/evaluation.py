@@ -46,7 +46,7 @@ from vlmlib.inference import generate_scored_answers
 from vlmlib.parsing import DEFAULT_LABEL, ParsedAnswer, parse_box_answer
 
 __all__ = ["DEFAULT_SWEEP_THRESHOLDS", "EvaluationReport", "ImagePrediction", "build_image_predictions",
-           "compare_reports", "evaluate_model", "evaluate_predictions"]
+           "compare_reports", "evaluate_model", "evaluate_predictions", "score_mean_box_baseline"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +229,25 @@ class EvaluationReport:
 def compare_reports(reports: Mapping[str, EvaluationReport]) -> pd.DataFrame:
     """Return one summary row per model, e.g. `compare_reports({"zero-shot": before, "fine-tuned": after})`."""
     return pd.concat([report.summary_table(name) for name, report in reports.items()])
+
+
+def score_mean_box_baseline(train_records: Sequence[Mapping[str, Any]], eval_records: Sequence[Mapping[str, Any]]) -> float:
+    """Return the mean IoU of answering every image with one box: the mean of all training boxes.
+
+    Why: a model that learned only the answer format, not where tables are, scores about this much. Fine-tuning
+    has taught localisation only if it clearly beats it. Records need "objects" (and, for eval, "width" and
+    "height"); select those columns of a `datasets.Dataset` to skip decoding its images.
+    """
+    train_boxes = [box for record in train_records for box in record["objects"]["bbox"]]
+    if not train_boxes:
+        raise ValueError("the mean-box baseline needs at least one training box; the training split has none")
+    mean_box_hub = np.mean(train_boxes, axis=0)
+    scores = []
+    for record in eval_records:
+        width, height = record["width"], record["height"]
+        truth = [convert_hub_box_to_xyxy(box, width, height) for box in record["objects"]["bbox"]]
+        scores.append(compute_image_mean_iou([convert_hub_box_to_xyxy(mean_box_hub, width, height)], truth))
+    return float(np.mean(scores))
 
 
 def _check_predictions(predictions: Sequence[ImagePrediction]) -> None:
