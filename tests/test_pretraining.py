@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlmlib.boxes import convert_hub_box_to_xyxy
-from vlmlib.collators import CollatorV3
+from vlmlib.collators import IGNORE_INDEX, CollatorV3
 from vlmlib.config import with_overrides
 from vlmlib.data import format_answer
 from vlmlib.models import load_model
@@ -74,6 +74,15 @@ def test_resizing_images_once_leaves_the_batches_unchanged(tiny_processor, pretr
         assert torch.equal(expected[key], actual[key]), key
 
 
+def test_pretraining_answers_start_where_the_course_answers_start(tiny_config, tiny_processor, pretraining_records):
+    # The tiny model reads a table's row from the answer's distance to the image (book/tiny_model.md, point 8).
+    pretraining_batch = CollatorV3(tiny_processor, PRETRAINING_PROMPT, tiny_config.data.system_message)(pretraining_records[:2])
+    course_batch = CollatorV3(tiny_processor, tiny_config.data.prompt, tiny_config.data.system_message)(pretraining_records[:2])
+    assert PRETRAINING_PROMPT != tiny_config.data.prompt
+    first_answer_index = [int((batch["labels"][0] != IGNORE_INDEX).nonzero()[0]) for batch in (pretraining_batch, course_batch)]
+    assert first_answer_index[0] == first_answer_index[1]
+
+
 def test_sampled_softmax_over_the_whole_vocabulary_equals_the_answer_loss(tiny_config, tiny_processor, tiny_splits):
     model = load_model(tiny_config).eval()
     batch = CollatorV3(tiny_processor)([tiny_splits["train"][index] for index in range(3)])
@@ -121,3 +130,10 @@ def test_ensure_tiny_assets_saves_the_pretrained_model(tiny_config, tiny_assets)
     for name, random_weight in random_init.named_parameters():
         if name.endswith(("embed_tokens.weight", "patch_embed.proj.weight", "layers.0.self_attn.q_proj.weight")):
             assert not torch.equal(pretrained.get_parameter(name), random_weight), name
+
+
+def test_a_new_pretraining_question_gets_its_own_cache_folder(tiny_config, monkeypatch):
+    config = with_overrides(tiny_config, ["tiny.pretrain_steps=2"])
+    before = tiny_model_dir(config)
+    monkeypatch.setattr("vlmlib.pretraining.PRETRAINING_PROMPT", "Box every object.")
+    assert tiny_model_dir(config) != before

@@ -96,9 +96,11 @@ def _fingerprint(settings: dict) -> str:
 def tiny_model_dir(config: Config) -> Path:
     """Return the cache folder of the tiny model and processor for these settings."""
     settings = {"tiny": asdict(config.tiny), "min_pixels": config.model.min_pixels, "max_pixels": config.model.max_pixels}
-    if config.tiny.pretrain_steps:  # the pretraining data follows the dataset's shape and the system message
+    if config.tiny.pretrain_steps:  # the pretraining data follows the dataset's shape, the system message and the question
+        from vlmlib import pretraining  # imports the collators, which import this module
+
         settings.update(square=config.data.synthetic_square, sides=[config.data.synthetic_min_side_px, config.data.synthetic_max_side_px],
-                        system_message=config.data.system_message)
+                        system_message=config.data.system_message, pretraining_prompt=pretraining.PRETRAINING_PROMPT)
     return get_cache_dir() / f"tiny-model-{_fingerprint(settings)}"
 
 
