@@ -51,14 +51,14 @@ from vlmlib.config import load_config
 
 vlmlib.quiet_progress_bars()
 tour_steps = (
-    200 if load_config().profile == "full" else 150
-)  # the tiny model needs about 75 s of CPU for this
+    200 if load_config().profile == "full" else 80
+)  # the tiny model needs about 50 s of CPU for this
 config = load_config(
     "assistant_only",
     overrides=[
         f"training.max_steps={tour_steps}",
         "training.output_dir=outputs/quick_tour",
-        "callbacks.iou_eval_every_steps=50",
+        "callbacks.iou_eval_every_steps=40",
     ],
 )
 glue("tour_profile", config.profile, display=False)
@@ -200,7 +200,7 @@ print(f"{report.num_identical} of {report.num_checked} answers identical")
 # The same pipeline runs from the command line (see the README):
 #
 # ```bash
-# vlmlib train --config assistant_only --set training.max_steps=150 --output-dir outputs/quick_tour
+# vlmlib train --config assistant_only --set training.max_steps=80 --output-dir outputs/quick_tour
 # vlmlib evaluate --model outputs/quick_tour
 # vlmlib predict --model outputs/quick_tour --image my_product.jpg --save-dir outputs/predictions
 # vlmlib merge-lora --model outputs/quick_tour --output outputs/quick_tour_merged

@@ -111,7 +111,7 @@ pd.Series(num_in_loss, name="tokens in the loss, first batch")
 # Overrides shared by both runs. Steps, batch size, learning rate and seed come from the profile.
 budget = {
     "tiny": ["training.logging_steps=5",            # a point on the curves every 5 steps
-             "callbacks.iou_eval_every_steps=25"],   # held-out IoU every 25 steps
+             "callbacks.iou_eval_every_steps=20"],   # held-out IoU every 20 steps
     "full": ["training.max_steps=200",               # about 1.5 epochs: two runs in one GPU session
              "training.logging_steps=10",
              "callbacks.iou_eval_every_steps=50"],

@@ -68,7 +68,7 @@ vlmlib.quiet_progress_bars()
 # - save_steps: the resume demonstration restarts from the checkpoint
 #   before the last one, so it re-runs save_steps steps.
 budget = {
-    "tiny": ["callbacks.iou_eval_every_steps=25", "training.save_steps=25"],
+    "tiny": ["callbacks.iou_eval_every_steps=20", "training.save_steps=20"],
     "full": [],  # the published recipe unchanged
 }[get_profile()]
 config = load_config("assistant_only", overrides=[*budget, "training.output_dir=outputs/chapter05"])
