@@ -316,8 +316,22 @@ else:
                                           else "The difference is within two standard errors: it could be noise."))
 glue("masking_iou_sentence", Markdown(iou_sentence), display=False)
 
+curve_iou = last_value("eval_mean_iou")  # the callback's score at the last evaluated step
+curve_higher, curve_lower = order_runs(curve_iou, is_higher_better=True)
+curve_sentence = (f"The curve above scores only the first {num_heldout} of the "
+                  f"{num_scored} held-out images, so one image moves it by up to {1 / num_heldout:.3g}: it shows "
+                  "that a run is learning, and the table above, on every held-out image, compares the runs. ")
+if curve_iou[curve_higher] == curve_iou[curve_lower] or curve_higher == higher_iou:
+    curve_sentence += "Here the two agree on the order."
+else:
+    curve_sentence += (f"Here they disagree: at the last step the curve puts `{curve_higher}` ahead "
+                       f"({curve_iou[curve_higher]:.3f} against {curve_iou[curve_lower]:.3f}), on {num_heldout} images.")
+glue("masking_curve_sentence", Markdown(curve_sentence), display=False)
+
 # %% [markdown]
 # {glue:md}`masking_iou_sentence`
+#
+# {glue:md}`masking_curve_sentence`
 
 # %% [markdown]
 # ## Conclusion
