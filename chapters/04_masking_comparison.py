@@ -227,8 +227,9 @@ agreement = ("the two losses disagree, which is why training losses cannot be co
              "here the two agree, but only the lower curves compare the runs on the same tokens")
 glue("masking_loss_sentence", Markdown(
     f"`{lower_train}` ends with the lower training loss ({train_loss[lower_train]:.3f} against "
-    f"{train_loss[higher_train]:.3f} nats per token), while on the held-out answers `{lower_answer}` "
-    f"is lower ({answer_loss[lower_answer]:.3f} against {answer_loss[higher_answer]:.3f}): {agreement}."),
+    f"{train_loss[higher_train]:.3f} nats per token), {'while' if lower_train != lower_answer else 'and'} on the "
+    f"held-out answers `{lower_answer}` is lower{'' if lower_train != lower_answer else ' too'} "
+    f"({answer_loss[lower_answer]:.3f} against {answer_loss[higher_answer]:.3f}): {agreement}."),
     display=False)
 
 # %% [markdown]
