@@ -38,8 +38,8 @@ from vlmlib.callbacks import score_parsed_answers
 from vlmlib.config import Config, load_config
 from vlmlib.evaluation import score_mean_box_baseline
 from vlmlib.inference import predict_boxes
-from vlmlib.synthetic import generate_synthetic_dataset
 from vlmlib.tiny import build_tiny_model, build_tiny_processor, pretrain_tiny_model
+from vlmlib.tiny.synthetic import generate_synthetic_dataset
 from vlmlib.training import train
 
 HELD_OUT_SEED_OFFSET = 10_000  # held-out images come from seed + this; training data uses seed itself

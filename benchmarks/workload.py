@@ -34,9 +34,10 @@ import transformers
 from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from vlmlib.config import Config, load_config, with_overrides
-from vlmlib.models import load_model
-from vlmlib.synthetic import generate_synthetic_dataset
-from vlmlib.tiny import build_tiny_model, get_cache_dir
+from vlmlib.models import load_model, resolve_compute_dtype
+from vlmlib.sources import get_cache_dir
+from vlmlib.tiny import build_tiny_model
+from vlmlib.tiny.synthetic import generate_synthetic_dataset
 from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN, QWEN2_VL_SPECIAL_TOKEN_IDS
 
 __all__ = [
@@ -118,7 +119,7 @@ def _build_random_model(config: Config) -> Qwen2VLForConditionalGeneration:
     torch.manual_seed(0)
     # Drawing 2.2 B random numbers is quick on a GPU and slow on a CPU, so initialise where the model will run.
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen2VLForConditionalGeneration._from_config(load_qwen2_vl_2b_config(), dtype=getattr(torch, config.model.dtype))
+        model = Qwen2VLForConditionalGeneration._from_config(load_qwen2_vl_2b_config(), dtype=resolve_compute_dtype(config))
     model.generation_config = _generation_config()
     return model
 
@@ -132,7 +133,7 @@ def ensure_random_checkpoint(config: Config) -> Path:
     takes about 4.5 GB of disk.
     """
     shape = QWEN2_VL_2B_CONFIG_FILE.read_text() if config.profile == "full" else json.dumps(asdict(config.tiny), sort_keys=True)
-    settings = f"{shape}|{config.model.dtype}|transformers {transformers.__version__}"
+    settings = f"{shape}|{resolve_compute_dtype(config)}|transformers {transformers.__version__}"
     folder = get_cache_dir() / f"benchmark-{config.profile}-random-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     if folder.exists():
         return folder

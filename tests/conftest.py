@@ -1,4 +1,4 @@
-"""Shared pytest fixtures. Fixture names say which helper's data they hold (`synthetic_` for `vlmlib.synthetic`)."""
+"""Shared pytest fixtures. Fixture names say which helper's data they hold (`synthetic_` for `vlmlib.tiny.synthetic`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import datasets
 import pytest
 
-from vlmlib.synthetic import generate_synthetic_dataset
+from vlmlib.tiny.synthetic import generate_synthetic_dataset
 
 
 @pytest.fixture(scope="session")

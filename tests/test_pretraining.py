@@ -1,4 +1,4 @@
-"""The tiny model's pretraining (`vlmlib.pretraining`) and its data (`generate_pretraining_records`)."""
+"""The tiny model's pretraining (`vlmlib.tiny.pretraining`) and its data (`generate_pretraining_records`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vlmlib.collators import IGNORE_INDEX, CollatorV3
 from vlmlib.config import with_overrides
 from vlmlib.data import format_answer
 from vlmlib.models import load_model
-from vlmlib.pretraining import (
+from vlmlib.tiny.pretraining import (
     PRETRAINING_PROMPT,
     PretrainingSettings,
     compute_sampled_softmax_loss,
@@ -19,7 +19,7 @@ from vlmlib.pretraining import (
     pretrain,
     resize_images_once,
 )
-from vlmlib.synthetic import (
+from vlmlib.tiny.synthetic import (
     BOX_COUNT_RATES,
     LOGO_CATEGORY_NAME,
     generate_pretraining_records,
@@ -132,8 +132,6 @@ def test_ensure_tiny_assets_saves_the_pretrained_model(tiny_config, tiny_assets)
             assert not torch.equal(pretrained.get_parameter(name), random_weight), name
 
 
-def test_a_new_pretraining_question_gets_its_own_cache_folder(tiny_config, monkeypatch):
+def test_a_new_pretraining_question_gets_its_own_cache_folder(tiny_config):
     config = with_overrides(tiny_config, ["tiny.pretrain_steps=2"])
-    before = tiny_model_dir(config)
-    monkeypatch.setattr("vlmlib.pretraining.PRETRAINING_PROMPT", "Box every object.")
-    assert tiny_model_dir(config) != before
+    assert tiny_model_dir(with_overrides(config, ["tiny.pretrain_prompt=Box every object."])) != tiny_model_dir(config)

@@ -1,4 +1,4 @@
-"""Tests for `vlmlib.synthetic`: the schema, determinism, and that every label matches its picture."""
+"""Tests for `vlmlib.tiny.synthetic`: the schema, determinism, and that every label matches its picture."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from vlmlib.boxes import convert_hub_box_to_xyxy
 from vlmlib.data import CATEGORY_NAMES, clean_split, hub_features
-from vlmlib.synthetic import (
+from vlmlib.tiny.synthetic import (
     BOX_COUNT_RATES,
     EXTRA_CATEGORY_RATES,
     MAIN_AREA_FRACTION_RANGE,

@@ -19,7 +19,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize 
 from vlmlib.config import Config
 from vlmlib.data import build_conversation
 from vlmlib.models import get_pixel_budget
-from vlmlib.tiny import QWEN2_PRETOKENIZER_PATTERN, _find_tiktoken_file, build_qwen2_tokenizer, build_tiny_model
+from vlmlib.tiny.assets import QWEN2_PRETOKENIZER_PATTERN, _find_tiktoken_file, build_qwen2_tokenizer, build_tiny_model
 from vlmlib.tokens import IMAGE_PAD_TOKEN, QWEN2_VL_SPECIAL_TOKEN_IDS
 
 

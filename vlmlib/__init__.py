@@ -9,10 +9,8 @@ of the pipeline is written once:
 | `tokens`    | Qwen2-VL's special tokens by name                                    |
 | `boxes`     | the three box conventions and conversions                            |
 | `data`      | loading the dataset, checking records, building the chat             |
-| `synthetic` | the tiny profile's synthetic dataset, in the Hub schema              |
-| `tiny`      | the tiny profile's processor (real vocabulary) and model             |
-| `pretraining` | the tiny model's pretraining (sampled softmax), run by make-tiny   |
-| `models`    | loading either profile's model and processor, LoRA                   |
+| `sources`   | where the model, processor and data come from, per profile           |
+| `models`    | loading the model and processor from a source, LoRA                  |
 | `collators` | `CollatorV1` to `CollatorV3`: which tokens the loss sees              |
 | `training`  | SFTTrainer wiring, the answer-only loss, saving a run                |
 | `callbacks` | gradient norms, IoU on held-out images while training, console log   |
@@ -20,12 +18,16 @@ of the pipeline is written once:
 | `parsing`   | reading boxes back from answers                                      |
 | `metrics`   | IoU and one-to-one matching                                          |
 | `evaluation`| a split's report: mean IoU, P/R/F1, mAP, parse failures              |
+| `predictions` | one image's ground-truth and predicted boxes                       |
 | `coco`      | COCO mAP through pycocotools                                         |
 | `merging`   | merge a LoRA adapter and prove the answers did not change            |
 | `viz`       | boxes on images, grids, the course's plots                           |
 | `dataset_stats` | per-image and per-box statistics for chapter 01                  |
 | `checks`, `labs` | lab self-checks, and the generator of labs/ from solutions/     |
 | `cli`       | `vlmlib train`, `evaluate`, `predict`, `merge-lora`, `make-tiny`, ...|
+
+The tiny profile's machinery (its model builder, synthetic data and pretraining) is the package
+`vlmlib.tiny`, which builds on these modules; none of them imports it.
 """
 
 import logging
@@ -34,8 +36,8 @@ import os
 __version__ = "0.1.0"
 
 # bitsandbytes (imported by peft and trl) logs a warning at import when its optional CPU 4-bit kernels
-# are missing. The course never runs 4-bit on the CPU (vlmlib.models.load_model refuses to), so the
-# message would only clutter every page and log.
+# are missing. Only the full profile's CPU rehearsal runs 4-bit on a CPU, where the missing kernels make it
+# slower, not wrong; the message would only clutter every page and log.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # The fast tokenizer's own thread pool competes with torch's threads for the same cores while a batch is

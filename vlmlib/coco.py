@@ -11,19 +11,17 @@ import contextlib
 import io
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-if TYPE_CHECKING:  # evaluation imports this module; the type is only needed for hints
-    from vlmlib.evaluation import ImagePrediction
+from vlmlib.predictions import ImagePrediction
 
 __all__ = ["average_defined", "build_coco_dataset", "run_coco_eval"]
 
 
-def build_coco_dataset(predictions: Sequence["ImagePrediction"], category_ids: Mapping[str, int] | None) -> tuple[dict, list]:
+def build_coco_dataset(predictions: Sequence[ImagePrediction], category_ids: Mapping[str, int] | None) -> tuple[dict, list]:
     """Return COCO ground truth (a dataset dict) and detections (a result list); None means one category for all."""
     def category_id(label: str) -> int:
         return 1 if category_ids is None else category_ids[label]
@@ -43,7 +41,7 @@ def build_coco_dataset(predictions: Sequence["ImagePrediction"], category_ids: M
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def run_coco_eval(predictions: Sequence["ImagePrediction"], category_ids: Mapping[str, int] | None) -> dict[str, np.ndarray]:
+def run_coco_eval(predictions: Sequence[ImagePrediction], category_ids: Mapping[str, int] | None) -> dict[str, np.ndarray]:
     """Run COCOeval and return its accumulated arrays: precision (T, R, K, A, M) and recall (T, K, A, M).
 
     T: 10 IoU thresholds 0.5-0.95, R: 101 recall points, K: categories, A: area ranges (0 = all),

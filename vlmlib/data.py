@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vlmlib.boxes import convert_hub_box_to_qwen
 from vlmlib.config import Config
+from vlmlib.sources import resolve_sources
 from vlmlib.tokens import BOX_END_TOKEN, BOX_START_TOKEN, OBJECT_REF_END_TOKEN, OBJECT_REF_START_TOKEN
 
 __all__ = [
@@ -111,7 +112,8 @@ def load_split(split: str, dataset_id: str = HUB_DATASET_ID, local_path: Path | 
     if parquet_files:
         return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet_files], split="train").cast(hub_features())
     if not local_path.exists():
-        raise FileNotFoundError(f"dataset folder {local_path} does not exist; build it with `vlmlib make-tiny`")
+        raise FileNotFoundError(f"dataset folder {local_path} does not exist; check data.local_path "
+                                "(under the tiny profile, `vlmlib make-tiny` builds it)")
     other_splits = {path.name.split("-")[0] for path in [*local_path.glob("*-*.parquet"), *local_path.glob("data/*-*.parquet")]}
     if other_splits:
         raise KeyError(f"split '{split}' not in {local_path}; it has {sorted(other_splits)}")
@@ -328,22 +330,18 @@ def build_conversation(
 def load_configured_splits(config: Config) -> datasets.DatasetDict:
     """Return the config's train and eval splits, cleaned and cut to `data.num_train`/`data.num_eval`.
 
-    Why: chapters, training and the CLI get their data in one call, whatever the profile. Under `tiny`
-    with no `data.local_path`, the synthetic dataset is built (or found) in the cache first.
+    Why: chapters, training and the CLI get their data in one call, whatever the profile; where it comes
+    from (the Hub, a local copy, the tiny profile's cache) is `vlmlib.sources.resolve_sources`'s answer.
     Explained in: chapter 01, "Loading the data".
 
     Returns:
         A DatasetDict with keys "train" and "eval", in the Hub schema.
     """
-    local_path = Path(config.data.local_path) if config.data.local_path else None
-    if local_path is None and config.profile == "tiny":
-        from vlmlib.tiny import ensure_tiny_assets  # imported here: vlmlib.tiny builds on this module
-
-        local_path = ensure_tiny_assets(config)[1]
+    sources = resolve_sources(config)
     splits = {}
     for name, split, limit in (("train", config.data.train_split, config.data.num_train),
                                ("eval", config.data.eval_split, config.data.num_eval)):
-        dataset = load_split(split, config.data.dataset_id, local_path)
+        dataset = load_split(split, sources.dataset_id, sources.dataset_path)
         dataset, _ = clean_split(dataset, policy=config.data.bad_record_policy, source=f"{split} split")
         splits[name] = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
     return datasets.DatasetDict(splits)

@@ -30,7 +30,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from vlmlib.config import Config
 from vlmlib.data import CATEGORY_NAMES
 from vlmlib.metrics import compute_image_mean_iou, match_boxes
 from vlmlib.inference import generate_scored_answers
-from vlmlib.parsing import DEFAULT_LABEL, ParsedAnswer, parse_box_answer
+from vlmlib.parsing import ParsedAnswer, parse_box_answer
+from vlmlib.predictions import ImagePrediction
 
 __all__ = ["DEFAULT_SWEEP_THRESHOLDS", "EvaluationReport", "ImagePrediction", "build_image_predictions",
            "compare_reports", "evaluate_model", "evaluate_predictions", "score_mean_box_baseline"]
@@ -53,47 +54,6 @@ logger = logging.getLogger(__name__)
 # 0.50, 0.55, ..., 0.95: the ten thresholds COCO's mAP@[.5:.95] averages over (cocodataset.org/#detection-eval).
 DEFAULT_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
 _SWEEP_COLUMNS = ["iou_threshold", "true_positives", "false_positives", "false_negatives", "precision", "recall", "f1"]
-
-BoxXyxy = tuple[float, float, float, float]
-
-
-@dataclass
-class ImagePrediction:
-    """One image's ground-truth and predicted boxes, as `box_xyxy` (x1, y1, x2, y2) in pixels.
-
-    Labels default to `DEFAULT_LABEL` and scores to 1.0 when left empty. `is_parse_failure` is
-    True when the answer gave no box; `failure_reason` then says why (from `ParsedAnswer`).
-    """
-
-    image_id: str
-    width_px: int
-    height_px: int
-    ground_truth_xyxy: list[BoxXyxy]
-    ground_truth_labels: list[str] = field(default_factory=list)
-    predicted_xyxy: list[BoxXyxy] = field(default_factory=list)
-    predicted_labels: list[str] = field(default_factory=list)
-    predicted_scores: list[float] = field(default_factory=list)
-    failure_reason: str | None = None
-    answer_text: str | None = None
-
-    def __post_init__(self) -> None:
-        self.ground_truth_xyxy = [tuple(float(value) for value in box) for box in self.ground_truth_xyxy]
-        self.predicted_xyxy = [tuple(float(value) for value in box) for box in self.predicted_xyxy]
-        self.ground_truth_labels = list(self.ground_truth_labels) or [DEFAULT_LABEL] * len(self.ground_truth_xyxy)
-        self.predicted_labels = list(self.predicted_labels) or [DEFAULT_LABEL] * len(self.predicted_xyxy)
-        self.predicted_scores = [float(score) for score in self.predicted_scores] or [1.0] * len(self.predicted_xyxy)
-        for name, boxes, values in (("ground_truth_labels", self.ground_truth_xyxy, self.ground_truth_labels),
-                                    ("predicted_labels", self.predicted_xyxy, self.predicted_labels),
-                                    ("predicted_scores", self.predicted_xyxy, self.predicted_scores)):
-            if len(values) != len(boxes):
-                raise ValueError(f"ImagePrediction {self.image_id!r} has {len(boxes)} boxes but {len(values)} {name}; "
-                                 "pass one per box, or none for the defaults.")
-
-    @property
-    def is_parse_failure(self) -> bool:
-        """True when the answer gave no usable box."""
-        return not self.predicted_xyxy
-
 
 def build_image_predictions(
     records: Sequence[Mapping[str, Any]],

@@ -12,16 +12,11 @@ named by a hash of the settings that shape them, so a changed setting builds a n
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import logging
-import os
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import AddedToken, normalizers
@@ -37,11 +32,11 @@ from transformers import (
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from vlmlib.config import Config
-from vlmlib.synthetic import generate_pretraining_records, generate_synthetic_dataset
+from vlmlib.sources import CACHE_DIR_ENV_VAR, get_cache_dir, tiny_dataset_dir, tiny_model_dir
+from vlmlib.tiny.pretraining import PretrainingLog, PretrainingSettings, pretrain
+from vlmlib.tiny.synthetic import generate_pretraining_records, generate_synthetic_dataset
 from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN, QWEN2_VL_SPECIAL_TOKEN_IDS
 
-if TYPE_CHECKING:
-    from vlmlib.pretraining import PretrainingLog
 
 __all__ = [
     "CACHE_DIR_ENV_VAR",
@@ -60,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR_ENV_VAR = "VLM_CACHE_DIR"
 # Qwen2's pre-tokenizer: like GPT-4's, except `\p{N}` matches ONE digit, so "560" is three tokens.
 # (Qwen2 tokenizer.json, pre_tokenizer.pretokenizers[0].pattern.Regex)
 QWEN2_PRETOKENIZER_PATTERN = (
@@ -82,34 +76,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TINY_VOCAB_SIZE = 151936  # Qwen2-VL's embedding rows: 151,657 used ids, padded to a multiple of 128
-
-
-def get_cache_dir() -> Path:
-    """Return the folder for built assets: `$VLM_CACHE_DIR`, else `~/.cache/vlmlib`."""
-    return Path(os.environ.get(CACHE_DIR_ENV_VAR, Path.home() / ".cache" / "vlmlib")).expanduser()
-
-
-def _fingerprint(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def tiny_model_dir(config: Config) -> Path:
-    """Return the cache folder of the tiny model and processor for these settings."""
-    settings = {"tiny": asdict(config.tiny), "min_pixels": config.model.min_pixels, "max_pixels": config.model.max_pixels}
-    if config.tiny.pretrain_steps:  # the pretraining data follows the dataset's shape, the system message and the question
-        from vlmlib import pretraining  # imports the collators, which import this module
-
-        settings.update(square=config.data.synthetic_square, sides=[config.data.synthetic_min_side_px, config.data.synthetic_max_side_px],
-                        system_message=config.data.system_message, pretraining_prompt=pretraining.PRETRAINING_PROMPT)
-    return get_cache_dir() / f"tiny-model-{_fingerprint(settings)}"
-
-
-def tiny_dataset_dir(config: Config) -> Path:
-    """Return the cache folder of the synthetic dataset for these settings."""
-    data = config.data
-    settings = {key: getattr(data, key) for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_seed",
-                                                    "synthetic_min_side_px", "synthetic_max_side_px", "synthetic_square")}
-    return get_cache_dir() / f"tiny-dataset-{_fingerprint(settings)}"
 
 
 def _find_tiktoken_file() -> Path:
@@ -204,20 +170,19 @@ def build_tiny_model(config: Config) -> Qwen2VLForConditionalGeneration:
 
 
 def pretrain_tiny_model(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor, config: Config) -> PretrainingLog:
-    """Pretrain the random tiny `model` in place, as `config.tiny` says (`vlmlib.pretraining`), and return the log.
+    """Pretrain the random tiny `model` in place, as `config.tiny` says (`vlmlib.tiny.pretraining`), and return the log.
 
     Why: the offline stand-in for Qwen2-VL's pretraining; its images are drawn like the dataset's (not the
     dataset's own: another random stream), and its answers box the logo as well as the tables.
     Explained in: book/tiny_model.md.
     """
-    from vlmlib.pretraining import PretrainingSettings, pretrain  # imports the collators, which import this module
 
     tiny, data = config.tiny, config.data
     logger.info("pretraining the tiny model: %d steps on %d images", tiny.pretrain_steps, tiny.pretrain_num_images)
     records = generate_pretraining_records(tiny.pretrain_num_images, seed=tiny.seed, min_side_px=data.synthetic_min_side_px,
                                            max_side_px=data.synthetic_max_side_px, is_square=data.synthetic_square)
     settings = PretrainingSettings(num_steps=tiny.pretrain_steps, batch_size=tiny.pretrain_batch_size,
-                                   learning_rate=tiny.pretrain_learning_rate, seed=tiny.seed)
+                                   learning_rate=tiny.pretrain_learning_rate, seed=tiny.seed, prompt=tiny.pretrain_prompt)
     return pretrain(model, processor, records, settings, data.system_message)
 
 

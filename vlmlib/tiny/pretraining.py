@@ -29,6 +29,7 @@ from qwen_vl_utils import fetch_image
 from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from vlmlib.collators import IGNORE_INDEX, CollatorV3
+from vlmlib.config import TinyModelConfig
 from vlmlib.models import get_pixel_budget
 
 __all__ = ["PRETRAINING_PROMPT", "PretrainingSettings", "compute_sampled_softmax_loss", "patch_embedding_as_matmul", "pretrain",
@@ -36,10 +37,7 @@ __all__ = ["PRETRAINING_PROMPT", "PretrainingSettings", "compute_sampled_softmax
 
 logger = logging.getLogger(__name__)
 
-# The pretraining question asks for every object; the course's prompt asks for nutrition tables only. Both are
-# 14 tokens long, so the answer starts at the same distance from the image: the tiny model reads a table's row
-# from that distance, and a question two tokens shorter costs it half its zero-shot IoU (book/tiny_model.md).
-PRETRAINING_PROMPT = "Find every object in this picture and give the bounding box of each."
+PRETRAINING_PROMPT = TinyModelConfig.pretrain_prompt  # the question; `vlmlib.config` says why it is this long
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,7 @@ class PretrainingSettings:
     max_grad_norm: float = 1.0
     seed: int = 0
     log_every_steps: int = 100
+    prompt: str = PRETRAINING_PROMPT
 
 
 @dataclass
@@ -91,7 +90,7 @@ def compute_sampled_softmax_loss(model: Qwen2VLForConditionalGeneration, inputs:
 
 def pretrain(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor, records: Sequence[dict[str, Any]],
              settings: PretrainingSettings, system_message: str) -> PretrainingLog:
-    """Train every weight of `model` on `records` with `PRETRAINING_PROMPT`, in place; return the loss log.
+    """Train every weight of `model` on `records` with `settings.prompt`, in place; return the loss log.
 
     AdamW updates the dense weights and SparseAdam the embedding rows a step touched; the learning rate
     warms up linearly, then follows a cosine to zero.
@@ -101,7 +100,7 @@ def pretrain(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor
                          f"got {settings.num_steps} steps and {len(records)} records")
     torch.manual_seed(settings.seed)
     sampler = random.Random(settings.seed)
-    collator = CollatorV3(processor, PRETRAINING_PROMPT, system_message)
+    collator = CollatorV3(processor, settings.prompt, system_message)
     records = resize_images_once(records, processor)
     embedding = model.get_input_embeddings()
     embedding.sparse = True  # its gradient holds only the rows a step used
