@@ -48,7 +48,7 @@ import pandas as pd
 import transformers
 from myst_nb import glue
 
-from vlmlib import boxes, data, dataset_stats, models, viz
+from vlmlib import boxes, data, dataset_stats, models, sources, viz
 from vlmlib.config import load_config
 
 # Library warnings go to stdout, as plain lines on the page; progress bars are noise there.
@@ -115,14 +115,9 @@ data.find_record_problems(broken)
 # coordinate a hair outside 0-1 is clamped) and counts both. Here it is on the raw training split:
 
 # %%
-if is_tiny:  # the synthetic copy lives in the cache; full reads the Hub
-    from vlmlib.tiny import ensure_tiny_assets
-
-    local_path = ensure_tiny_assets(config)[1]
-else:
-    local_path = config.data.local_path
+source = sources.resolve_sources(config)  # the Hub under full, the synthetic copy under tiny
 raw_train = data.load_split(config.data.train_split,
-                            config.data.dataset_id, local_path)
+                            source.dataset_id, source.dataset_path)
 _, report = data.clean_split(raw_train, policy="drop", source="train")
 report.summary()
 
@@ -135,9 +130,10 @@ report.summary()
 # | --- | --- | --- | --- |
 # | `box_hub` | `[y_min, x_min, y_max, x_max]` | fractions of the image, 0 to 1 | the dataset's `bbox` |
 # | `box_xyxy` | `(x1, y1, x2, y2)` | pixels | drawing, IoU |
-# | `box_qwen` | `(x1, y1, x2, y2)` | integers on a 0 to 1000 grid | Qwen2-VL's answers {cite}`wang2024qwen2vl` |
+# | `box_qwen` | `(x1, y1, x2, y2)` | integers in [0, 1000), so 0 to 999 | Qwen2-VL's answers {cite}`wang2024qwen2vl` |
 #
-# The conversion to the model's grid puts x first, scales and rounds:
+# The conversion to the model's grid puts x first, multiplies by 1000 and truncates, as Qwen2-VL was
+# trained: `0.6789` becomes `678` (not `679`), and the far edge `1.0` becomes `999`, never `1000`:
 #
 # ```{literalinclude} ../vlmlib/boxes.py
 # :pyobject: convert_hub_box_to_qwen
@@ -173,7 +169,7 @@ single = image_stats.index[num_boxes == 1][:3]
 multiple = image_stats.index[num_boxes > 1][:3]
 examples = [splits["train"][int(index)] for index in [*single, *multiple]]
 
-# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories; under each image, its boxes on Qwen2-VL's 0-1000 grid.", "name": "fig-01-examples"}}
+# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories; under each image, its boxes on Qwen2-VL's [0, 1000) grid.", "name": "fig-01-examples"}}
 viz.plot_record_grid(examples, num_columns=3)
 
 # %% [markdown]
@@ -485,5 +481,5 @@ print(answer.replace("<|object_ref_end|>", "<|object_ref_end|>\n  ")
 #
 # ## References
 #
-# The dataset is {cite}`openfoodfacts2024nutrition`; the 0-1000 grounding grid is Qwen2-VL's
+# The dataset is {cite}`openfoodfacts2024nutrition`; the [0, 1000) grounding grid is Qwen2-VL's
 # {cite}`wang2024qwen2vl`. The full list is in {doc}`../book/references`.

@@ -19,7 +19,7 @@
 # This lab goes with chapter 1, "Dataset EDA". You will write the four small functions that turn the
 # dataset's annotations into what the model is trained on:
 #
-# 1. **1.1** convert a Hub box to Qwen2-VL's 0-1000 grid (warm-up);
+# 1. **1.1** convert a Hub box to Qwen2-VL's grid of integers from 0 to 999 (warm-up);
 # 2. **1.2** convert it back, and say what the round trip loses;
 # 3. **1.3** compute one image's box statistics (the numbers behind chapter 1's plots);
 # 4. **1.4** write the training answer for a record, in Qwen2-VL's grounding format.
@@ -57,17 +57,19 @@ record["objects"]
 # ## Exercise 1.1: from the Hub's box to Qwen's grid
 #
 # The Hub stores each box as `box_hub = [y_min, x_min, y_max, x_max]`, fractions of the image
-# (0 to 1), **y first**. Qwen2-VL reads and writes boxes as `(x1, y1), (x2, y2)`: integers on a 0 to
-# 1000 grid, **x first**. Write `convert_hub_box_to_qwen`. The table at the top of
-# `vlmlib/boxes.py` lists the three conventions; do not call `vlmlib.boxes.convert_hub_box_to_qwen`
-# (that is the answer), but compare with it once your check passes.
+# (0 to 1), **y first**. Qwen2-VL reads and writes boxes as `(x1, y1), (x2, y2)`, **x first**,
+# on a grid of integers in [0, 1000): each value is the fraction times 1000, **truncated** (not
+# rounded), so 0.6789 becomes 678 and the far edge 1.0 becomes 999, never 1000. Write
+# `convert_hub_box_to_qwen`. The table at the top of `vlmlib/boxes.py` lists the three conventions;
+# do not call `vlmlib.boxes.convert_hub_box_to_qwen` (that is the answer), but compare with it once
+# your check passes.
 
 # %% tags=["exercise"]
 def convert_hub_box_to_qwen(box_hub: list[float]) -> tuple[int, int, int, int]:
-    """Convert [y_min, x_min, y_max, x_max] in 0-1 to Qwen's (x1, y1, x2, y2) on the 0-1000 grid."""
-    # BEGIN SOLUTION: unpack y_min, x_min, y_max, x_max; return x first, each times 1000 and rounded to an int
+    """Convert [y_min, x_min, y_max, x_max] in 0-1 to Qwen's (x1, y1, x2, y2) in [0, 1000)."""
+    # BEGIN SOLUTION: unpack; return x first, each int(value * 1000) (truncated), capped at 999
     y_min, x_min, y_max, x_max = box_hub
-    return round(x_min * 1000), round(y_min * 1000), round(x_max * 1000), round(y_max * 1000)
+    return tuple(min(int(value * 1000), 999) for value in (x_min, y_min, x_max, y_max))
     # END SOLUTION
 
 
@@ -82,7 +84,7 @@ checks.check_convert_hub_box_to_qwen(convert_hub_box_to_qwen)
 
 # %% tags=["exercise"]
 def convert_qwen_box_to_hub(box_qwen: tuple[int, int, int, int]) -> list[float]:
-    """Convert Qwen's (x1, y1, x2, y2) on the 0-1000 grid to [y_min, x_min, y_max, x_max] in 0-1."""
+    """Convert Qwen's (x1, y1, x2, y2) in [0, 1000) to [y_min, x_min, y_max, x_max] in 0-1."""
     # BEGIN SOLUTION: unpack x1, y1, x2, y2; return y first, each divided by 1000
     x1, y1, x2, y2 = box_qwen
     return [y1 / 1000, x1 / 1000, y2 / 1000, x2 / 1000]
@@ -97,9 +99,9 @@ checks.check_convert_qwen_box_to_hub(convert_qwen_box_to_hub)
 # can a coordinate move, and how many pixels is that on a 4000 px wide photo? Write your answer here.
 
 # %% [markdown] tags=["solution"]
-# **Answer.** Rounding to the grid moves a coordinate by at most half a grid step, 0.0005 of the
-# image side. On a 4000 px side that is 2 px: far below annotation noise, so the grid costs nothing
-# in practice.
+# **Answer.** Truncating to the grid moves a coordinate down by less than one grid step, 0.001 of
+# the image side (dividing by 1000 gives back the near edge of the grid cell). On a 4000 px side
+# that is under 4 px: far below annotation noise, so the grid costs nothing in practice.
 
 # %% [markdown]
 # ## Exercise 1.3: one image's box statistics
@@ -165,6 +167,6 @@ checks.check_format_answer(format_answer)
 # ## What you built
 #
 # - Two conversions between the Hub's `[y_min, x_min, y_max, x_max]` fractions and Qwen's x-first
-#   0-1000 grid, and how little the grid's rounding costs.
+#   grid of integers from 0 to 999, and how little the grid's truncation costs.
 # - The per-image statistics behind chapter 1's plots.
 # - The exact text the model is trained to write; chapter 2 shows how the tokenizer splits it.

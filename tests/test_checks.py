@@ -60,15 +60,33 @@ def test_check_fails_a_constant_answer_without_raising(check, capsys: pytest.Cap
 
 
 def test_check_verdict_shows_input_expected_actual_and_the_case_hint(capsys: pytest.CaptureFixture[str]):
-    def convert_truncating(box_hub):  # int() instead of round(): wrong only on the rounding case
+    def convert_without_cap(box_hub):  # truncates, but forgets that 1.0 must become 999
         y_min, x_min, y_max, x_max = box_hub
         return int(x_min * 1000), int(y_min * 1000), int(x_max * 1000), int(y_max * 1000)
 
-    result = checks.check_convert_hub_box_to_qwen(convert_truncating)
+    result = checks.check_convert_hub_box_to_qwen(convert_without_cap)
     output = capsys.readouterr().out
     assert (result.num_passed, result.num_cases) == (3, 4)
-    assert "values that need rounding" in output and "expected: (679, 123, 1000, 500)" in output
-    assert "got:      (678, 123, 999, 500)" in output and "round()" in output
+    assert "the whole image" in output and "expected: (0, 0, 999, 999)" in output
+    assert "got:      (0, 0, 1000, 1000)" in output and "never 1000" in output
+
+
+def test_check_convert_hub_box_to_qwen_fails_a_rounding_answer_and_names_truncation(
+        capsys: pytest.CaptureFixture[str]):
+    def convert_rounding(box_hub):  # round() instead of Qwen2-VL's truncation
+        y_min, x_min, y_max, x_max = box_hub
+        return round(x_min * 1000), round(y_min * 1000), round(x_max * 1000), round(y_max * 1000)
+
+    def convert_rounding_capped(box_hub):  # capped at 999, still wrong where round and floor differ
+        return tuple(min(value, 999) for value in convert_rounding(box_hub))
+
+    assert not checks.check_convert_hub_box_to_qwen(convert_rounding).passed
+    assert "truncated" in capsys.readouterr().out
+    result = checks.check_convert_hub_box_to_qwen(convert_rounding_capped)
+    output = capsys.readouterr().out
+    assert not result.passed
+    assert "expected: (678, 123, 999, 500)" in output and "got:      (679, 123, 999, 500)" in output
+    assert "round() gives 679" in output
 
 
 def test_check_reports_a_student_error_with_its_line_not_a_traceback(capsys: pytest.CaptureFixture[str]):

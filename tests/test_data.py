@@ -187,9 +187,9 @@ def test_format_answer_writes_one_group_per_box_in_order_for_three_boxes():
         "category_id": [0, 1, 3],
         "category_name": ["nutrition-table", "nutrition-table-small", "nutrition-table-text"],
     }
-    # By hand, x first and times 1000: (0,0),(1000,1000); (125,250),(375,750); (50,900),(300,950).
+    # By hand, x first, times 1000, truncated, 1.0 capped at 999: (0,0),(999,999); (125,250),(375,750); (50,900),(300,950).
     assert format_answer(objects) == (
-        "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(0,0),(1000,1000)<|box_end|>"
+        "<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(0,0),(999,999)<|box_end|>"
         "<|object_ref_start|>nutrition-table-small<|object_ref_end|><|box_start|>(125,250),(375,750)<|box_end|>"
         "<|object_ref_start|>nutrition-table-text<|object_ref_end|><|box_start|>(50,900),(300,950)<|box_end|>"
     )

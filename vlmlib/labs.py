@@ -7,13 +7,13 @@ Explained in: book/labs, "How labs are made".
 
 A solution region, inside a function in a code cell tagged `exercise`:
 
-    # BEGIN SOLUTION: put x first, then scale each value to 0-1000 and round
+    # BEGIN SOLUTION: put x first, then scale each value to the grid of 0-999 (truncate)
     ...the answer...
     # END SOLUTION
 
 becomes, at the same indentation (N is the lab's number, M counts the `exercise` cells from 1):
 
-    # TODO (exercise N.M): put x first, then scale each value to 0-1000 and round
+    # TODO (exercise N.M): put x first, then scale each value to the grid of 0-999 (truncate)
     raise NotImplementedError("Exercise N.M: write convert_hub_box_to_qwen")
 
 `solutions/lab_NN_name.py` (py:percent, paired with its `.ipynb`) gives `labs/lab_NN_name.py` and

@@ -31,26 +31,36 @@ __all__ = [
 
 # --- lab 01: the data ---
 
-_HUB_BOXES = {  # name -> box_hub ([y_min, x_min, y_max, x_max], 0-1)
-    "a box in the middle of the image": [0.25, 0.1, 0.75, 0.6],
-    "the whole image": [0.0, 0.0, 1.0, 1.0],
-    "a tall, narrow box": [0.1, 0.4, 0.9, 0.45],
-    "values that need rounding": [0.12345, 0.6789, 0.5, 0.99951],
+_HUB_BOXES = {  # name -> (box_hub ([y_min, x_min, y_max, x_max], 0-1), hint when this case fails first)
+    "a box in the middle of the image": ([0.25, 0.1, 0.75, 0.6], None),
+    "the whole image": ([0.0, 0.0, 1.0, 1.0],
+                        "the grid is [0, 1000): each value is int(fraction * 1000), truncated, and the far edge "
+                        "1.0 is written 999, never 1000, so cap each value at 999."),
+    "a tall, narrow box": ([0.1, 0.4, 0.9, 0.45], None),
+    "values where truncating and rounding differ": (
+        [0.12345, 0.6789, 0.5, 0.99951],
+        "Qwen2-VL truncates: int(0.6789 * 1000) is 678, where round() gives 679; and 0.99951 gives 999, not 1000."),
 }
+_QWEN_GRID_HINT = ("the Hub writes y first, Qwen writes x first: (x_min, y_min, x_max, y_max), each times 1000, "
+                   "truncated to an int (int(), not round()) and capped at 999.")
 
 
 def check_convert_hub_box_to_qwen(function: Callable[[list[float]], Any]) -> CheckResult:
-    """Check a function that turns `box_hub` into Qwen's (x1, y1, x2, y2) on the 0-1000 grid (lab 01, exercise 1.1)."""
-    cases = [CheckCase(name, {"box_hub": box_hub}, convert_hub_box_to_qwen(box_hub)) for name, box_hub in _HUB_BOXES.items()]
-    cases[-1] = CheckCase(cases[-1].name, cases[-1].inputs, cases[-1].expected,
-                          hint="round to the nearest integer with round(); int() cuts 678.9 down to 678.")
-    return run_check(function, cases, hint="the Hub writes y first, Qwen writes x first: (x_min, y_min, x_max, y_max), times 1000.")
+    """Check a function that turns `box_hub` into Qwen's (x1, y1, x2, y2) in [0, 1000) (lab 01, exercise 1.1).
+
+    Two cases tell Qwen2-VL's convention (times 1000, truncated, at most 999) from round():
+    `convert_hub_box_to_qwen` gives (0, 0, 999, 999) and (678, 123, 999, 500) for them, round() gives
+    (0, 0, 1000, 1000) and (679, 123, 1000, 500).
+    """
+    cases = [CheckCase(name, {"box_hub": box_hub}, convert_hub_box_to_qwen(box_hub), hint)
+             for name, (box_hub, hint) in _HUB_BOXES.items()]
+    return run_check(function, cases, hint=_QWEN_GRID_HINT)
 
 
 def check_convert_qwen_box_to_hub(function: Callable[[Sequence[int]], Any]) -> CheckResult:
-    """Check a function that turns Qwen's (x1, y1, x2, y2) on the 0-1000 grid back into `box_hub` (exercise 1.2)."""
-    boxes_qwen = {"a box in the middle of the image": (100, 250, 600, 750), "the whole image": (0, 0, 1000, 1000),
-                  "a wide, flat box": (50, 700, 950, 760), "a box near the bottom-right corner": (812, 903, 999, 1000)}
+    """Check a function that turns Qwen's (x1, y1, x2, y2) in [0, 1000) back into `box_hub` (exercise 1.2)."""
+    boxes_qwen = {"a box in the middle of the image": (100, 250, 600, 750), "the whole image": (0, 0, 999, 999),
+                  "a wide, flat box": (50, 700, 950, 760), "a box near the bottom-right corner": (812, 903, 999, 987)}
     cases = [CheckCase(name, {"box_qwen": box_qwen}, convert_qwen_box_to_hub(box_qwen)) for name, box_qwen in boxes_qwen.items()]
     return run_check(function, cases, hint="divide by 1000 and put y first: [y_min, x_min, y_max, x_max].")
 
@@ -85,7 +95,8 @@ def check_format_answer(function: Callable[[dict[str, list]], Any]) -> CheckResu
         "one table": _record(100, 100, [[0.34, 0.12, 0.91, 0.56]], ["nutrition-table"]),
         "two tables of different categories": _record(100, 100, [[0.1, 0.1, 0.5, 0.6], [0.6, 0.7, 0.8, 0.95]],
                                                       ["nutrition-table", "nutrition-table-small-energy"]),
-        "coordinates that need rounding": _record(100, 100, [[0.12345, 0.6789, 0.5, 0.99951]], ["nutrition-table-text"]),
+        "coordinates where truncating and rounding differ": _record(100, 100, [[0.12345, 0.6789, 0.5, 0.99951]],
+                                                                    ["nutrition-table-text"]),
     }
     cases = [CheckCase(name, {"objects": record["objects"]}, format_answer(record["objects"])) for name, record in examples.items()]
     return run_check(function, cases, hint="one group per box, no spaces: <|object_ref_start|>LABEL<|object_ref_end|>"

@@ -179,7 +179,7 @@ def plot_record(record: dict[str, Any], show_boxes: bool = True, ax: Axes | None
     """Return one record's image, with its ground-truth boxes (solid blue) unless `show_boxes` is False.
 
     Why: the explorer's view, and the simplest look at one annotation; the x label gives each box on
-    Qwen2-VL's 0-1000 grid as the answer writes it, `(x1,y1),(x2,y2)`, one line per box.
+    Qwen2-VL's grid of 0 to 999 as the answer writes it, `(x1,y1),(x2,y2)`, one line per box.
     Explained in: chapter 01, "Browsing the records".
 
     Category labels are matplotlib text, not pixels, so they stay readable on small images.
