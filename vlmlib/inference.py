@@ -22,9 +22,23 @@ from vlmlib.models import get_pixel_budget
 from vlmlib.parsing import ParsedAnswer, parse_box_answer
 from vlmlib.tokens import END_OF_TEXT_TOKEN, IM_END_TOKEN
 
-__all__ = ["ScoredAnswer", "generate_answers", "generate_scored_answers", "predict_boxes"]
+__all__ = [
+    "GREEDY_GENERATION_SETTINGS",
+    "ScoredAnswer",
+    "generate_answers",
+    "generate_scored_answers",
+    "predict_boxes",
+]
 
 logger = logging.getLogger(__name__)
+
+# Greedy decoding, spelled out in full. `generate` takes every setting not passed to it from the model
+# folder's generation_config.json, and Qwen2-VL-2B-Instruct's turns sampling on (do_sample true, top_k 1,
+# top_p 0.001, temperature 0.1) with repetition_penalty 1.05, which would push answers away from digits
+# already written. Passing do_sample=False alone still leaves that penalty on. The values below are
+# transformers' own defaults: they leave the logits unchanged and raise no warning about unused flags.
+GREEDY_GENERATION_SETTINGS = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0,
+                              "temperature": 1.0, "top_k": 50, "top_p": 1.0}
 
 
 def _build_generation_batch(
@@ -78,6 +92,7 @@ def generate_scored_answers(
 
     Why: the grounding tokens (`<|box_start|>` ...) are special tokens, so decoding must keep them for the
     parser to see the answer's structure; the confidence ranks answers for COCO's average precision.
+    Decoding is greedy whatever the model folder's generation_config.json says (`GREEDY_GENERATION_SETTINGS`).
     Explained in: chapter 02, "Zero-shot answers", and chapter 06, "Evaluation".
 
     Args:
@@ -95,7 +110,7 @@ def generate_scored_answers(
         for start in tqdm(range(0, len(records), batch_size), desc="generating", unit="batch", disable=not show_progress):
             batch = _build_generation_batch(processor, records[start:start + batch_size], prompt, system_message)
             batch = batch.to(model.device)
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+            output = model.generate(**batch, **GREEDY_GENERATION_SETTINGS, max_new_tokens=max_new_tokens,
                                     output_scores=True, return_dict_in_generate=True)
             new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
             confidences = _answer_confidences(output.scores, new_tokens, pad_token_id)
