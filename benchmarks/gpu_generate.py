@@ -44,6 +44,7 @@ from benchmarks.workload import (
 )
 from vlmlib.data import format_answer
 from vlmlib.inference import generate_scored_answers
+from vlmlib.models import resolve_compute_dtype
 from vlmlib.tiny import build_tiny_processor
 
 __all__ = ["GenerateRow", "GenerateSettings", "count_one_box_answer_tokens", "format_generate_table", "main", "run_generate_benchmark"]
@@ -147,7 +148,7 @@ def run_generate_benchmark(settings: GenerateSettings) -> dict[str, Any]:
             "model": "Qwen2-VL-2B-Instruct architecture, random weights" if config.profile == "full" else "tiny random Qwen2-VL",
             "quantization": "nf4, double quantisation, bf16 compute (bitsandbytes)" if getattr(model, "is_loaded_in_4bit", False)
             else "none: bitsandbytes nf4 is the CUDA path; this run is not quantised",
-            "dtype": config.model.dtype,
+            "dtype": str(resolve_compute_dtype(config)).removeprefix("torch."),
             "attn_implementation": config.model.attn_implementation,
             "budget_image_tokens": settings.budget,
             "new_tokens_per_answer": new_tokens,

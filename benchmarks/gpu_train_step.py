@@ -50,7 +50,7 @@ from benchmarks.workload import (
 )
 from vlmlib.collators import IGNORE_INDEX, CollatorV1, CollatorV2, CollatorV3
 from vlmlib.config import Config
-from vlmlib.models import apply_lora, count_parameters
+from vlmlib.models import apply_lora, count_parameters, resolve_compute_dtype
 from vlmlib.tiny import build_tiny_processor
 from vlmlib.tokens import IMAGE_PAD_TOKEN
 from vlmlib.training import compute_answer_loss
@@ -110,7 +110,8 @@ def _autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
     """Return the autocast dtype the trainer would use (its bf16/fp16 flags), or None for float32."""
     if device.type != "cuda":
         return None
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(config.model.dtype)
+    dtype = resolve_compute_dtype(config)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 def _prepare_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -179,7 +180,7 @@ def _describe_workload(config: Config, model: torch.nn.Module, device: torch.dev
         "model": "Qwen2-VL-2B-Instruct architecture, random weights" if config.profile == "full" else "tiny random Qwen2-VL",
         "quantization": "nf4, double quantisation, bf16 compute (bitsandbytes)" if is_quantized
         else "none: bitsandbytes nf4 is the CUDA path; this run is not quantised",
-        "dtype": config.model.dtype,
+        "dtype": str(resolve_compute_dtype(config)).removeprefix("torch."),
         "attn_implementation": config.model.attn_implementation,
         "gradient_checkpointing": config.training.gradient_checkpointing and device.type == "cuda",
         "autocast": str(_autocast_dtype(config, device)).replace("torch.", "") if _autocast_dtype(config, device) else "none",

@@ -124,3 +124,22 @@ def test_config_is_frozen():
     config = load_config()
     with pytest.raises(AttributeError):
         config.training.seed = 1  # type: ignore[misc]
+
+
+def test_config_eval_steps_is_off_by_default_and_the_tiny_profile_keeps_it_off():
+    assert Config().training.eval_steps is None
+    assert load_config(profile="tiny").training.eval_steps is None
+
+
+@pytest.mark.parametrize(("override", "expected"),
+                         [("training.eval_steps=25", 25), ("training.eval_steps=null", None)],
+                         ids=["every-25-steps", "off"])
+def test_config_eval_steps_loads_from_an_override(override: str, expected: int | None):
+    assert load_config(profile="full", overrides=[override]).training.eval_steps == expected
+
+
+def test_full_profile_evaluates_clips_as_qlora_and_collates_in_workers():
+    training = load_config(profile="full").training
+    assert training.eval_steps == 50  # full.yaml: 8 validation losses over 3 epochs of 136 steps
+    assert training.max_grad_norm == 0.3  # full.yaml: QLoRA's clipping (artidoro/qlora)
+    assert training.dataloader_num_workers == 4  # full.yaml: collation beside GPU steps (costs.md)

@@ -76,6 +76,9 @@ class IoUEvalCallback(TrainerCallback):
     Why: loss can fall while boxes stay wrong (the model learns the format first); IoU shows localisation.
     Explained in: chapter 05, "Watching training".
 
+    At a step where the Trainer also logs the loss, the scores go into that step's row of `log_history`;
+    at other steps (and before the first step) they get a row of their own.
+
     Args:
         records: the held-out records (the same ones every time, so values are comparable).
         processor: to build prompts and decode answers.
@@ -89,31 +92,59 @@ class IoUEvalCallback(TrainerCallback):
         self.generation_options = dict(prompt=prompt, system_message=system_message, max_new_tokens=max_new_tokens, batch_size=batch_size)
         self.history: list[dict[str, float]] = []
         self.trainer = None  # set by `attach`, so results are logged like any metric
+        self._pending: dict[str, float] | None = None  # scores waiting for the Trainer's own log of this step
 
     def attach(self, trainer) -> "IoUEvalCallback":
         self.trainer = trainer
         return self
 
-    def _evaluate(self, model, state: TrainerState) -> None:
+    def _evaluate(self, model, state: TrainerState) -> dict[str, float]:
         scores = score_parsed_answers(self.records, predict_boxes(model, self.processor, self.records, **self.generation_options))
         metrics = {"eval_mean_iou": scores["mean_iou"], "eval_parse_failure_rate": scores["parse_failure_rate"]}
         self.history.append({"step": state.global_step, **metrics})
+        return metrics
+
+    def _log(self, metrics: dict[str, float], state: TrainerState) -> None:
+        """Log the scores as a row of their own at the current step."""
         if self.trainer is not None:
             self.trainer.log(metrics)
         else:
             state.log_history.append({**metrics, "step": state.global_step})
 
+    def _flush_pending(self, state: TrainerState) -> None:
+        if self._pending is not None:
+            metrics, self._pending = self._pending, None
+            self._log(metrics, state)
+
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step == 0:  # not when resuming: that point is already logged
-            self._evaluate(model, state)
+            self._log(self._evaluate(model, state), state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:
-            self._evaluate(model, state)
+            metrics = self._evaluate(model, state)
+            # `trainer.log` resets `control.should_log`, and the Trainer logs the step's loss only after
+            # on_step_end (transformers 5: on_step_end, then _maybe_log_save_evaluate), so logging here
+            # would drop that loss row. When the Trainer is about to log this step (DefaultFlowCallback,
+            # always first, has set should_log), the scores join its row in `on_log` instead.
+            if control.should_log:
+                self._pending = metrics
+            else:
+                self._log(metrics, state)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None, **kwargs):
+        if self._pending is not None and logs is not None and "loss" in logs:
+            logs.update(self._pending)  # for the callbacks after this one (the console line)
+            state.log_history[-1].update(self._pending)  # the Trainer stored its copy of `logs` before calling us
+            self._pending = None
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._flush_pending(state)  # the Trainer did not log the last step after all: log the scores alone
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        self._flush_pending(state)
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._evaluate(model, state)
+            self._log(self._evaluate(model, state), state)
 
 
 class ConsoleLogCallback(TrainerCallback):
@@ -128,7 +159,8 @@ class ConsoleLogCallback(TrainerCallback):
             return
         parts = [f"step {state.global_step:>4}/{state.max_steps}"]
         for key, label, form in (("loss", "loss", ".4f"), ("grad_norm", "grad norm", ".3f"), ("clipped_fraction", "clipped", ".0%"), ("learning_rate", "lr", ".2e"),
-                                 ("eval_mean_iou", "eval IoU", ".3f"), ("eval_parse_failure_rate", "parse failures", ".0%")):
+                                 ("eval_loss", "eval loss", ".4f"), ("eval_mean_iou", "eval IoU", ".3f"),
+                                 ("eval_parse_failure_rate", "parse failures", ".0%")):
             if key in logs and isinstance(logs[key], (int, float)) and math.isfinite(logs[key]):
                 parts.append(f"{label} {logs[key]:{form}}")
         if "train_runtime" in logs:

@@ -8,6 +8,7 @@ Explained in: chapter 02, "Loading the model", and chapter 05, "Choosing LoRA".
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -16,22 +17,26 @@ from pathlib import Path
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+from transformers import AutoImageProcessor, AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from vlmlib.config import RUN_CONFIG_FILE, Config, load_config
-from vlmlib.tiny import ensure_tiny_assets
+from vlmlib.sources import resolve_sources
 
 __all__ = [
     "ParameterCounts",
     "apply_lora",
     "build_lora_config",
+    "count_module_parameters",
     "count_parameters",
+    "get_device_map",
     "get_pixel_budget",
     "load_model",
     "load_model_and_processor",
     "load_run",
     "load_processor",
+    "resolve_compute_dtype",
     "resolve_device",
+    "restrict_input_grads_to_language_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,21 +58,37 @@ def resolve_device(config: Config) -> torch.device:
 
 
 def _model_source(config: Config, model_path: Path | str | None) -> str:
+    """Return `model_path` if given, else where the config's profile loads from (`vlmlib.sources`)."""
     if model_path is not None:
         return str(model_path)
-    if config.profile == "tiny":
-        return str(ensure_tiny_assets(config)[0])
-    return config.model.name
+    sources = resolve_sources(config)
+    sources.check_model_is_built()
+    return sources.model
 
 
 def load_processor(config: Config, model_path: Path | str | None = None) -> Qwen2VLProcessor:
     """Return the processor with the config's pixel budget (`model.min_pixels`, `model.max_pixels`).
 
     Why: the pixel budget sets how many `<|image_pad|>` tokens each image costs, so it must be the
-    same at training and at inference.
+    same at training and at inference. The Hub repo's `preprocessor_config.json` still carries the old
+    keys `min_pixels: 3136, max_pixels: 12845056`, and transformers 5.23 lets them override a `size=`
+    argument: a 2592x1944 photo would then cost about 6,400 tokens instead of about 600. Passing the
+    budget to the image processor under the old names makes ours win, and the check makes sure it did.
+    Explained in: chapter 02, "The pixel budget".
+
+    Raises:
+        RuntimeError: the loaded processor's budget is not the config's (a transformers change).
     """
-    budget = {"shortest_edge": config.model.min_pixels, "longest_edge": config.model.max_pixels}  # in pixels, not edges
-    return AutoProcessor.from_pretrained(_model_source(config, model_path), size=budget)
+    source = _model_source(config, model_path)
+    minimum, maximum = config.model.min_pixels, config.model.max_pixels
+    processor = AutoProcessor.from_pretrained(source)
+    # Given to AutoProcessor, these keywords would also land in the tokenizer's settings and be passed
+    # (deprecated) to every processor call; given to the image processor alone they only set its budget.
+    processor.image_processor = AutoImageProcessor.from_pretrained(source, min_pixels=minimum, max_pixels=maximum)
+    if get_pixel_budget(processor) != (minimum, maximum):
+        raise RuntimeError(f"the processor from {source} kept the pixel budget {get_pixel_budget(processor)} "
+                           f"instead of the config's ({minimum}, {maximum})")
+    return processor
 
 
 def get_pixel_budget(processor: Qwen2VLProcessor) -> tuple[int, int]:
@@ -80,34 +101,60 @@ def get_pixel_budget(processor: Qwen2VLProcessor) -> tuple[int, int]:
     return int(size["shortest_edge"]), int(size["longest_edge"])
 
 
+def resolve_compute_dtype(config: Config) -> torch.dtype:
+    """Return the dtype the model computes in: `model.dtype`, with "auto" chosen from the hardware.
+
+    Why: bf16 is the QLoRA recipe's dtype, but the T4 of free notebook services has no bf16; there
+    "auto" falls back to fp16. This is the one place that decides: 4-bit compute, the weights' dtype
+    and the trainer's mixed precision (`vlmlib.training.build_sft_config`) all read it.
+    Explained in: chapter 05, "QLoRA".
+    """
+    if config.model.dtype != "auto":
+        return _DTYPES[config.model.dtype]
+    if resolve_device(config).type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def get_device_map(config: Config) -> dict[str, int | str] | str | None:
+    """Return `from_pretrained`'s `device_map`: the whole model on this process's device.
+
+    Why: under `accelerate launch` or `torchrun` each process must load its copy onto its own GPU
+    (`LOCAL_RANK`); loading every copy onto cuda:0 fills that card, and accelerate refuses to train a
+    4-bit model placed on another process's device.
+    """
+    if config.gpu.device_map:
+        return config.gpu.device_map
+    device = resolve_device(config)
+    if device.type == "cuda":
+        return {"": int(os.environ.get("LOCAL_RANK", device.index or 0))}
+    return {"": "cpu"} if config.model.load_in_4bit else None
+
+
 def load_model(config: Config, model_path: Path | str | None = None) -> Qwen2VLForConditionalGeneration:
     """Return Qwen2-VL on the configured device, in 4-bit nf4 when `model.load_in_4bit` (QLoRA).
 
-    Why: 4-bit weights cut the 2B model's memory about four-fold, so it trains on an 8 GB card.
+    Why: 4-bit weights cut the 2B model's memory about three-fold (the embeddings stay 16-bit), so it
+    trains on an 8 GB card. On a CPU, bitsandbytes' CPU backend runs the same nf4 layers (slowly): the
+    course's full-profile rehearsal uses it.
     Explained in: chapter 05, "QLoRA".
-
-    Raises:
-        ValueError: 4-bit is asked for without CUDA (bitsandbytes' CPU path is not what we train with).
     """
-    device = resolve_device(config)
+    dtype = resolve_compute_dtype(config)
     quantization_config = None
     if config.model.load_in_4bit:
-        if device.type != "cuda":
-            raise ValueError(
-                "model.load_in_4bit=true needs a CUDA GPU; on CPU set model.load_in_4bit=false (the tiny profile does)"
-            )
         quantization_config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_DTYPES[config.model.dtype],
+            bnb_4bit_compute_dtype=dtype,
         )
+    device_map = get_device_map(config)
     model = Qwen2VLForConditionalGeneration.from_pretrained(
         _model_source(config, model_path),
-        dtype=_DTYPES[config.model.dtype],
+        dtype=dtype,
         attn_implementation=config.model.attn_implementation,
         quantization_config=quantization_config,
-        device_map=config.gpu.device_map or ({"": device.index or 0} if device.type == "cuda" else None),
+        device_map=device_map,
     )
-    return model if quantization_config is not None or device.type == "cuda" else model.to(device)
+    return model if device_map is not None else model.to(resolve_device(config))
 
 
 def load_model_and_processor(
@@ -140,13 +187,41 @@ def apply_lora(model: Qwen2VLForConditionalGeneration, config: Config) -> PeftMo
     Explained in: chapter 05, "Choosing LoRA".
     """
     if getattr(model, "is_loaded_in_4bit", False):
-        # Casts norms to float32 and enables input gradients, so checkpointed 4-bit layers pass gradients to LoRA.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.training.gradient_checkpointing)
+        # Casts the norms to float32 and freezes the base. Checkpointing is left to the trainer
+        # (SFTConfig.activation_checkpointing), which switches it on through the current API; PEFT's
+        # own switch calls the deprecated `gradient_checkpointing_enable`, whose FutureWarning would
+        # reach stderr, and hooks input gradients that non-reentrant checkpointing does not need.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     with warnings.catch_warnings():
         # peft 0.21 reads the deprecated `is_gradient_checkpointing` property of transformers 5; only the name is
         # deprecated, the behaviour is right, so the FutureWarning would only clutter every page.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, build_lora_config(config))
+
+
+def restrict_input_grads_to_language_model(model: torch.nn.Module) -> int:
+    """Remove the input-gradient hook from the vision tower's patch embedding; return how many were removed.
+
+    Why: `enable_input_require_grads` (called by transformers when checkpointing starts, and by PEFT)
+    hooks every input embedding of the model, the vision tower's `patch_embed` included. Its output
+    then requires a gradient, so backward (and checkpoint recompute) runs through all 32 frozen vision
+    blocks for nothing: 2-3x the vision compute. The language model's hook stays; call this after
+    checkpointing is switched on, unless the vision tower itself trains (`lora.train_vision`).
+    Explained in: chapter 05, "What QLoRA trains".
+    """
+    qwen = model
+    while not isinstance(qwen, Qwen2VLForConditionalGeneration):
+        qwen = qwen.module if hasattr(qwen, "module") else qwen.get_base_model()
+    # PEFT and transformers may each have called it, and the second call forgets the first's handles, so
+    # the hooks are found by their function's name on the module rather than through the handles.
+    patch_embed_hooks = qwen.model.visual.patch_embed._forward_hooks
+    removed = [hook_id for hook_id, hook in patch_embed_hooks.items()
+               if getattr(hook, "__name__", "") in {"make_inputs_require_grads", "make_inputs_require_grad"}]
+    for hook_id in removed:
+        del patch_embed_hooks[hook_id]
+    if hasattr(qwen, "_require_grads_hooks"):  # what `disable_input_require_grads` removes later
+        qwen._require_grads_hooks = [hook for hook in qwen._require_grads_hooks if hook.id not in removed]
+    return len(removed)
 
 
 @dataclass(frozen=True)
@@ -164,6 +239,20 @@ class ParameterCounts:
         return self.vision_tower + self.patch_merger + self.language_model + self.lm_head
 
 
+def _count_weights(parameter: torch.nn.Parameter) -> int:
+    """Return the weights a parameter stands for: bitsandbytes packs two 4-bit weights into one uint8 element."""
+    return parameter.numel() * (2 if type(parameter).__name__ == "Params4bit" else 1)
+
+
+def count_module_parameters(module: torch.nn.Module) -> int:
+    """Return the weights of one module (each shared tensor once), 4-bit ones at their unpacked count.
+
+    Why: `numel()` counts a 4-bit layer at half its size; per-module tables must add up like `count_parameters`.
+    Explained in: chapter 02, "The architecture".
+    """
+    return sum(_count_weights(parameter) for parameter in module.parameters())
+
+
 def count_parameters(model: torch.nn.Module) -> ParameterCounts:
     """Count parameters per part (each shared tensor once) and how many will train.
 
@@ -172,8 +261,7 @@ def count_parameters(model: torch.nn.Module) -> ParameterCounts:
     counts = {"vision_tower": 0, "patch_merger": 0, "language_model": 0, "lm_head": 0}
     trainable = 0
     for name, parameter in model.named_parameters():  # named_parameters skips tied duplicates
-        # bitsandbytes packs two 4-bit weights into one uint8 element
-        numel = parameter.numel() * (2 if type(parameter).__name__ == "Params4bit" else 1)
+        numel = _count_weights(parameter)
         part = ("patch_merger" if "visual.merger" in name else "vision_tower" if "visual" in name
                 else "lm_head" if "lm_head" in name else "language_model")
         counts[part] += numel

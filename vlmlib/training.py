@@ -31,11 +31,18 @@ from vlmlib.callbacks import IoUEvalCallback, build_callbacks
 from vlmlib.collators import IGNORE_INDEX, build_collator
 from vlmlib.config import RUN_CONFIG_FILE, Config, config_to_dict
 from vlmlib.data import load_configured_splits
-from vlmlib.models import apply_lora, load_model_and_processor, resolve_device
+from vlmlib.models import (
+    apply_lora,
+    load_model_and_processor,
+    resolve_compute_dtype,
+    resolve_device,
+    restrict_input_grads_to_language_model,
+)
 
 __all__ = [
     "RUN_CONFIG_FILE",
     "AnswerLossSFTTrainer",
+    "KeepVisionTowerOutOfBackwardCallback",
     "TrainingRun",
     "build_sft_config",
     "build_trainer",
@@ -67,11 +74,14 @@ def build_sft_config(config: Config, output_dir: Path | str | None = None, **ove
         weight_decay=training.weight_decay, max_grad_norm=training.max_grad_norm,
         logging_steps=training.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=training.save_steps, save_total_limit=training.save_total_limit,
+        # Validation loss every `eval_steps` (None: none). Loss only: otherwise the Trainer keeps every eval
+        # batch's logits, 151,936 per position, and TRL's loss runs a second forward pass to build them.
+        eval_strategy="steps" if training.eval_steps else "no", eval_steps=training.eval_steps,
+        prediction_loss_only=True,
         seed=training.seed, data_seed=training.seed, report_to=training.report_to,
-        # TRL 1.x defaults to bf16 and checkpointing; the CPU trains in float32 and needs neither.
-        use_cpu=on_cpu, bf16=(not on_cpu and config.model.dtype == "bfloat16"), fp16=(not on_cpu and config.model.dtype == "float16"),
+        use_cpu=on_cpu, **_mixed_precision_flags(config),
         gradient_checkpointing=False,  # deprecated name in TRL 1.x; `activation_checkpointing` replaces it
-        activation_checkpointing=training.gradient_checkpointing and not on_cpu,
+        activation_checkpointing=training.gradient_checkpointing,
         # Non-reentrant checkpointing lets gradients reach LoRA weights inside frozen, checkpointed layers.
         activation_checkpointing_kwargs={"use_reentrant": False},
         max_length=None,  # truncation could cut image tokens away from their pixels (TRL docs, VLM fine-tuning)
@@ -83,6 +93,18 @@ def build_sft_config(config: Config, output_dir: Path | str | None = None, **ove
     )
     arguments.update(overrides)
     return SFTConfig(**arguments)
+
+
+def _mixed_precision_flags(config: Config) -> dict[str, bool]:
+    """Return SFTConfig's `bf16`/`fp16`: autocast in the model's compute dtype on a GPU, none on a CPU.
+
+    Why: TRL 1.x defaults to bf16, which a T4 lacks; `vlmlib.models.resolve_compute_dtype` decides
+    for the weights, the 4-bit compute and this autocast alike. The CPU trains without autocast.
+    """
+    if resolve_device(config).type == "cpu":
+        return {"bf16": False, "fp16": False}
+    dtype = resolve_compute_dtype(config)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def _unwrap_to_qwen(model: torch.nn.Module) -> Qwen2VLForConditionalGeneration:
@@ -132,13 +154,28 @@ class AnswerLossSFTTrainer(SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs:  # evaluation asks for logits too: use TRL's full path
+        # Evaluation with prediction_loss_only (build_sft_config) calls with return_outputs=False and gets
+        # this loss; only a caller that wants the logits too takes TRL's full path.
+        if return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         uses_item_count = self.model_accepts_loss_kwargs and num_items_in_batch is not None
         loss = compute_answer_loss(model, inputs, num_items_in_batch if uses_item_count else None)
         if uses_item_count and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does: DDP averages gradients
         return loss
+
+
+class KeepVisionTowerOutOfBackwardCallback(TrainerCallback):
+    """When training starts, remove the vision tower's input-gradient hook (`restrict_input_grads_to_language_model`).
+
+    Why: the trainer switches checkpointing on at the start of `train()`, and that hooks the vision tower's
+    input too; a callback is the first place that runs after it, before the first step.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        removed = restrict_input_grads_to_language_model(model)
+        if removed:
+            logger.info("the frozen vision tower stays out of backward (%d input-gradient hook removed)", removed)
 
 
 def build_trainer(
@@ -148,19 +185,31 @@ def build_trainer(
     train_dataset: datasets.Dataset,
     callbacks: Sequence[TrainerCallback] = (),
     output_dir: Path | str | None = None,
+    eval_dataset: datasets.Dataset | None = None,
 ) -> AnswerLossSFTTrainer:
     """Return a ready trainer: LoRA applied (if enabled and not already), our collator, our callbacks.
 
     Why: the minimal TRL recipe (model, data, collator, SFTConfig, SFTTrainer) in one call.
     Explained in: chapter 05, "Wiring the trainer".
+
+    Args:
+        eval_dataset: held-out records for the validation loss; needed when `training.eval_steps` is set.
+    Raises:
+        ValueError: `training.eval_steps` is set but no `eval_dataset` is given.
     """
+    if config.training.eval_steps and eval_dataset is None:
+        raise ValueError(f"training.eval_steps={config.training.eval_steps} asks for a validation loss, but "
+                         "build_trainer got no eval_dataset; pass the eval split, or set training.eval_steps=null")
     if config.lora.enabled and not isinstance(model, PeftModel):
         set_seed(config.training.seed)  # LoRA's A matrices start random: seed them, or reruns and resumes differ
         model = apply_lora(model, config)
     collator = build_collator(config.training.collator, processor, config.data.prompt, config.data.system_message,
                               config.training.mask_strategy)
+    if not config.lora.train_vision:
+        callbacks = [*callbacks, KeepVisionTowerOutOfBackwardCallback()]
     trainer = AnswerLossSFTTrainer(
         model=model, args=build_sft_config(config, output_dir), train_dataset=train_dataset,
+        eval_dataset=eval_dataset if config.training.eval_steps else None,
         data_collator=collator, processing_class=processor, callbacks=list(callbacks),
     )
     if config.callbacks.console_log:
@@ -218,7 +267,8 @@ def train(
     num_eval_records = min(len(splits["eval"]), config.callbacks.iou_eval_num_samples)
     callbacks = build_callbacks(config, processor, [splits["eval"][index] for index in range(num_eval_records)])
     callbacks += list(extra_callbacks)
-    trainer = build_trainer(config, model, processor, splits["train"], callbacks, output_dir)
+    trainer = build_trainer(config, model, processor, splits["train"], callbacks, output_dir,
+                            eval_dataset=splits["eval"] if config.training.eval_steps else None)
     for callback in callbacks:
         if isinstance(callback, IoUEvalCallback):
             callback.attach(trainer)
