@@ -105,3 +105,55 @@ def test_chapter_prose_types_no_measured_decimal_numbers(chapter: Path):
         prose = re.sub(r"\{cite\}[^\s]*|\{glue:[a-z]+\}[^\s]*|\{doc\}[^\s]*|\{numref\}[^\s]*", "", prose)
         offenders += re.findall(r"(?<![\w.])\d+\.\d{3,}(?![\w.])", prose)  # 0.734: the course prints results with 3 digits
     assert not offenders, f"{chapter.name} types measured-looking numbers in its prose: {offenders}; glue them instead"
+
+
+def _workflow_steps(name: str) -> list[dict]:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+@pytest.mark.parametrize("workflow", ["book-gpu.yml", "ci-cpu.yml"])
+def test_workflow_caches_the_execution_cache_with_its_fingerprint(workflow: str):
+    """book/_ext/cache_guard.py clears a cache that comes without its fingerprint file, so both must be cached."""
+    cache_steps = [step for step in _workflow_steps(workflow) if step.get("uses", "").startswith("actions/cache")]
+    execution_caches = [step["with"]["path"] for step in cache_steps if ".jupyter_cache" in step["with"]["path"]]
+    assert execution_caches, f"{workflow} caches no _build/.jupyter_cache"
+    for path in execution_caches:
+        assert "_build/.jupyter_cache.vlmlib-fingerprint" in path.split(), f"{workflow}: {path!r}"
+
+
+def test_book_gpu_workflow_keeps_its_caches_outside_the_work_tree_and_saves_them_on_failure():
+    """A self-hosted runner's checkout deletes ignored files (.venv, .cache) each run: ~7 GB re-downloaded."""
+    steps = _workflow_steps("book-gpu.yml")
+    exported = "\n".join(step.get("run", "") for step in steps if "GITHUB_ENV" in step.get("run", ""))
+    for variable in ("VLM_VENV_DIR", "HF_HOME", "VLM_CACHE_DIR"):
+        assert f'echo "{variable}=$state/' in exported, f"{variable} is not kept in the runner's folder"
+    assert 'state="$RUNNER_TOOL_CACHE/' in exported
+    saves = [step for step in steps if step.get("uses", "").startswith("actions/cache/save")]
+    assert saves and all(step.get("if", "").startswith("always()") for step in saves)
+    assert not any(step.get("uses", "").startswith("actions/cache@") for step in steps)  # saves on success only
+
+
+def test_ci_setup_with_vlm_venv_dir_links_venv_to_it_and_keeps_the_install(tmp_path: Path):
+    """`.ci/setup` with VLM_VENV_DIR: `.venv` becomes a link to that folder, whose install stamp spares a reinstall."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    course = tmp_path / "course"
+    (course / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "setup", course / ".ci" / "setup")
+    for name in ("requirements.txt", "constraints.txt", "pyproject.toml"):
+        shutil.copy(ROOT / name, course / name)
+    kept = tmp_path / "runner" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(kept)], check=True)
+    pins = b"".join((course / name).read_bytes() for name in ("requirements.txt", "constraints.txt", "pyproject.toml"))
+    (kept / ".vlmlib-installed").write_text(hashlib.sha256(pins).hexdigest() + "\n")  # as an earlier run left it
+    environment = {**os.environ, "PYTHON": sys.executable, "VLM_VENV_DIR": str(kept)}
+    for _ in range(2):  # the second run finds the link already there
+        result = subprocess.run(["bash", ".ci/setup"], cwd=course, env=environment, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "installed the environment" not in result.stdout  # nothing reinstalled
+    assert (course / ".venv").is_symlink() and (course / ".venv").resolve() == kept.resolve()
