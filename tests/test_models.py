@@ -172,3 +172,19 @@ def test_apply_lora_on_a_4bit_model_warns_nothing(tiny_config, tiny_assets):
         warnings.simplefilter("always")
         apply_lora(model, config)
     assert [str(warning.message) for warning in caught] == []
+
+
+def test_4bit_model_on_cpu_still_trains_after_a_no_grad_eval_forward(tiny_config, tiny_assets, tiny_processor,
+                                                                     tiny_splits):
+    from vlmlib.collators import CollatorV3
+
+    config = with_overrides(tiny_config, ["model.load_in_4bit=true", "model.dtype=bfloat16"])
+    model = apply_lora(load_model(config), config)
+    batch = CollatorV3(tiny_processor)([tiny_splits["train"][index] for index in range(2)])
+    model.eval()
+    with torch.no_grad():  # what a zero-shot answer or the IoU callback's first score does
+        model(**{key: value for key, value in batch.items() if key != "labels"})
+    model.train()
+    model(**batch).loss.backward()  # bitsandbytes' CPU repack would crash here, or pass no gradient
+    lora_b_grads = [parameter.grad for name, parameter in model.named_parameters() if "lora_B" in name]
+    assert lora_b_grads and all(grad is not None and grad.abs().sum() > 0 for grad in lora_b_grads)

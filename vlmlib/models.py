@@ -24,6 +24,7 @@ from vlmlib.sources import resolve_sources
 
 __all__ = [
     "ParameterCounts",
+    "align_pad_token",
     "apply_lora",
     "build_lora_config",
     "count_module_parameters",
@@ -154,7 +155,40 @@ def load_model(config: Config, model_path: Path | str | None = None) -> Qwen2VLF
         quantization_config=quantization_config,
         device_map=device_map,
     )
+    if quantization_config is not None and resolve_device(config).type == "cpu":
+        _keep_cpu_4bit_layers_trainable(model)
     return model if device_map is not None else model.to(resolve_device(config))
+
+
+def _keep_cpu_4bit_layers_trainable(model: torch.nn.Module) -> None:
+    """Workaround for bitsandbytes 0.50 on CPUs with AVX512-BF16: stop 4-bit layers repacking for inference.
+
+    Why: the first eval-mode, no-grad forward of a `Linear4bit` on such a CPU repacks its weight into an
+    inference-only layout and never undoes it (bitsandbytes/nn/modules.py, `Linear4bit.forward`). Every
+    later training forward then takes the inference path: layers with a bias crash ("a view of a leaf
+    Variable ... in-place"), the others pass no gradient back. Generating before training (a zero-shot
+    answer, the IoU callback's first score) triggers it. CUDA is unaffected; only the CPU rehearsal of the
+    full profile needs this. The attribute is bitsandbytes' own switch for that path.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def align_pad_token(model: torch.nn.Module, processor: Qwen2VLProcessor) -> None:
+    """Give the model's configs the tokenizer's padding id (`<|endoftext|>`) where they name none.
+
+    Why: the Hub repo's config.json names no pad token. The Trainer would fill it in itself and say so
+    on stderr ("The tokenizer has new PAD/BOS/EOS tokens ..."), which fails a book page; the value is
+    the one it would choose.
+    """
+    pad_token_id = processor.tokenizer.pad_token_id
+    text_config = model.config.get_text_config()
+    if getattr(text_config, "pad_token_id", None) is None:
+        text_config.pad_token_id = pad_token_id
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.pad_token_id is None:
+        generation_config.pad_token_id = pad_token_id
 
 
 def load_model_and_processor(

@@ -32,6 +32,7 @@ from vlmlib.collators import IGNORE_INDEX, build_collator
 from vlmlib.config import RUN_CONFIG_FILE, Config, config_to_dict
 from vlmlib.data import load_configured_splits
 from vlmlib.models import (
+    align_pad_token,
     apply_lora,
     load_model_and_processor,
     resolve_compute_dtype,
@@ -205,6 +206,7 @@ def build_trainer(
         model = apply_lora(model, config)
     collator = build_collator(config.training.collator, processor, config.data.prompt, config.data.system_message,
                               config.training.mask_strategy)
+    align_pad_token(model, processor)
     if not config.lora.train_vision:
         callbacks = [*callbacks, KeepVisionTowerOutOfBackwardCallback()]
     trainer = AnswerLossSFTTrainer(
