@@ -18,7 +18,8 @@
 #
 # ```{note}
 # The outputs on this page were produced with the **{glue:text}`tour_profile`** profile
-# ({glue:text}`tour_profile_meaning`).
+# ({glue:text}`tour_profile_meaning`). {glue:text}`tour_cost_note`
+# {doc}`the course's cost page <../book/costs>`.
 # ```
 #
 # This page runs the whole course once, with the choices the later chapters argue for, in a few
@@ -36,7 +37,8 @@
 # ## Setup
 #
 # One configuration drives everything: `load_config("assistant_only")` is the profile's defaults
-# (`VLM_PROFILE`, `tiny` unless set) with the loss on the answer only.
+# (`VLM_PROFILE`, `tiny` unless set) with the loss on the answer only. On top of it, this page's
+# budget: a short run, so that the tour takes minutes.
 
 # %%
 from pathlib import Path
@@ -45,28 +47,38 @@ import pandas as pd
 from myst_nb import glue
 
 import vlmlib
-from vlmlib import data, evaluation, inference, merging, models, training, viz
+from vlmlib import data, evaluation, inference, memory, merging, models, training, viz
 from vlmlib.collators import IGNORE_INDEX, CollatorV3
-from vlmlib.config import load_config
+from vlmlib.config import get_profile, load_config
 
 vlmlib.quiet_progress_bars()
-tour_steps = (
-    200 if load_config().profile == "full" else 80
-)  # the tiny model needs about 50 s of CPU for this
-config = load_config(
-    "assistant_only",
-    overrides=[
-        f"training.max_steps={tour_steps}",
-        "training.output_dir=outputs/quick_tour",
-        "callbacks.iou_eval_every_steps=40",
-    ],
-)
+# This page's budget. Under full every step and every held-out answer costs GPU time:
+# book/costs.md works out what each setting costs.
+budget = {
+    "tiny": ["training.max_steps=80",  # about 50 s of CPU
+             "callbacks.iou_eval_every_steps=40"],
+    "full": ["training.max_steps=60",  # 480 images, under half an epoch
+             "callbacks.iou_eval_every_steps=30",
+             "callbacks.iou_eval_num_samples=16"],
+}[get_profile()]
+num_eval_images = {"tiny": 32, "full": 16}[get_profile()]  # scored before and after training
+config = load_config("assistant_only",
+                     overrides=[*budget, "training.output_dir=outputs/quick_tour"])
 glue("tour_profile", config.profile, display=False)
 glue(
     "tour_profile_meaning",
     "a tiny Qwen2-VL and synthetic data on the CPU"
     if config.profile == "tiny"
     else "Qwen2-VL-2B-Instruct and the Open Food Facts dataset on a GPU",
+    display=False,
+)
+glue(
+    "tour_cost_note",
+    "The full profile runs this page on a GPU; its time and memory there are estimated on"
+    if config.profile == "tiny"
+    else "Its GPU time is an estimate, not a measurement: about 8 minutes on an NVIDIA L4 and "
+    "5 on an A100, the longest cell (training) about 4 minutes on the L4, on a card of 12 GB "
+    "or more. The arithmetic is on",
     display=False,
 )
 config.profile
@@ -146,7 +158,7 @@ iou_rows[["step", "eval_mean_iou", "eval_parse_failure_rate"]]
 # box at all.
 
 # %%
-eval_split = splits["eval"].select(range(min(32, len(splits["eval"]))))
+eval_split = splits["eval"].select(range(min(num_eval_images, len(splits["eval"]))))
 fine_tuned_model = run.trainer.model
 base_model, _ = models.load_model_and_processor(config)
 zero_shot_report, _ = evaluation.evaluate_model(
@@ -184,11 +196,15 @@ viz.plot_prediction_gallery(
 #
 # For serving, the adapter can be folded into the base weights. `merge_lora` loads the base model
 # unquantised (merging into 4-bit weights would round the update away), merges, saves, and checks
-# that the merged model's greedy answers equal those of base + adapter.
+# that the merged model's greedy answers equal those of base + adapter. The two models above are
+# done with; freeing them first leaves the GPU's memory to the unquantised copy.
 
 # %%
+run_dir = run.output_dir
+del run, model, fine_tuned_model, base_model  # the trainer, its optimizer and both 4-bit models
+memory.free_memory()
 report = merging.merge_lora(
-    run.output_dir,
+    run_dir,
     Path(config.training.output_dir).with_name("quick_tour_merged"),
     num_check_records=4,
     max_new_tokens=config.callbacks.max_new_tokens,

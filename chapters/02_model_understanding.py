@@ -18,7 +18,8 @@
 #
 # ```{note}
 # The outputs on this page were produced with the **{glue:text}`model_profile`** profile. The model
-# is {glue:text}`model_state`.
+# is {glue:text}`model_state`. {glue:text}`model_cost_note`
+# {doc}`the course's cost page <../book/costs>`.
 # ```
 #
 # **Learning objectives**
@@ -26,7 +27,7 @@
 # - Name Qwen2-VL's three parts (vision tower, patch merger, language model) and count their parameters.
 # - Trace an image through the processor: pixel budget, resize, patches, merged patches, `<|image_pad|>` tokens.
 # - Read the chat template of a training example and find its special tokens by name.
-# - Explain how a box answer is tokenised, digit by digit, on Qwen2-VL's 0-1000 grid.
+# - Explain how a box answer is tokenised, digit by digit, on Qwen2-VL's grid of 0 to 999.
 # - Run the model before any fine-tuning, parse its answers, and say why an answer fails to parse.
 #
 # Chapter 1 measured the data and chose a pixel budget and an answer format. This chapter opens the
@@ -60,6 +61,12 @@ glue("model_state", "a tiny Qwen2-VL that `vlmlib make-tiny` pretrained to box e
      "object on a label, logos included, but never asked for nutrition tables"
      if config.profile == "tiny"
      else f"{config.model.name} as published, before any fine-tuning",
+     display=False)
+glue("model_cost_note", "The full profile runs this page on a GPU; its time and memory there are "
+     "estimated on" if config.profile == "tiny" else
+     "Its GPU time is an estimate, not a measurement: about 2 minutes on an NVIDIA L4 and 2 on an "
+     "A100, the longest cell about 1 minute on the L4, on a card of 8 GB or more. The arithmetic "
+     "is on",
      display=False)
 config.profile
 
@@ -96,12 +103,14 @@ type(model).__name__, type(processor).__name__
 # 3. the **language model**, a Qwen2 decoder that reads the image tokens in place of the
 #    `<|image_pad|>` placeholders in the text, and writes the answer.
 #
-# The modules two levels deep, with their parameters (`print(model)` shows every layer):
+# The modules two levels deep, with their parameters (`print(model)` shows every layer).
+# `count_module_parameters` counts a 4-bit weight matrix at its real size: bitsandbytes stores
+# two 4-bit weights in each byte, so under `full` the tensor's own `numel()` is half the count.
 
 # %%
 pd.Series({
     name.removeprefix("model."):
-        f"{sum(parameter.numel() for parameter in module.parameters()):,}"
+        f"{models.count_module_parameters(module):,}"
     for name, module in model.named_modules()
     if 0 < name.count(".") <= 2 and "rotary" not in name
 }, name="parameters").to_frame()
@@ -297,8 +306,8 @@ glue("model_answer_tokens", len(answer_ids), display=False)
 # %% [markdown]
 # This one-box answer is {glue:text}`model_answer_tokens` tokens ({numref}`fig-02-answer-tokens`).
 # Punctuation may merge (`),(` is a single token), digits never do. The coordinates sit on Qwen2-VL's
-# 0-1000 grid, relative to the image, whatever its size in pixels: the model never needs to know
-# how large the photo was, and a grid step is 0.1% of a side. Writing digit by digit has a
+# grid of 0 to 999 (thousandths, truncated), relative to the image, whatever its size in pixels:
+# the model never needs to know how large the photo was, and a grid step is 0.1% of a side. Writing digit by digit has a
 # consequence for training: a wrong first digit moves a corner by a tenth of the image, a wrong last
 # digit by a thousandth, yet the loss counts both as one wrong token. The grid and the digits are
 # the same in both profiles, because the tokenizer is the same.
@@ -388,7 +397,7 @@ pd.DataFrame({
 # - **no box found**: the model answered in words. Fine-tuning on the grounding format fixes it.
 # - **truncated box**: generation stopped mid-answer. Raise `max_new_tokens` (chapter 1 measured
 #   the longest answer).
-# - **all boxes rejected**: coordinates off the 0-1000 grid (often pixels) or corners in the wrong
+# - **all boxes rejected**: coordinates off the grid of 0 to 999 (often pixels) or corners in the wrong
 #   order. The model has the format but not the grid; training on the grid fixes it.
 # - **empty answer**: the model ended its turn at once.
 #
@@ -402,7 +411,7 @@ pd.DataFrame({
 # - The pixel budget fixes the resized size, hence the patches and the `<|image_pad|>` count: one
 #   image token per 28x28 pixels, as the processor itself confirms.
 # - The chat template wraps system message, image, prompt and answer in special tokens, found by name.
-# - A box answer is one token per digit on a 0-1000 grid that does not depend on the image size.
+# - A box answer is one token per digit on a grid of 0 to 999 that does not depend on the image size.
 # - Zero-shot answers are parsed without ever raising, and each failure has a named reason.
 #
 # ## Exercises

@@ -20,7 +20,8 @@
 # The outputs on this page were produced with the **{glue:text}`masking_profile`** profile. Under
 # `tiny` the model is the pretrained tiny Qwen2-VL ({doc}`../book/tiny_model`), fine-tuned for a few
 # minutes on synthetic images: its numbers show how to run and read the comparison, and the `full`
-# profile's numbers are the ones to quote.
+# profile's numbers are the ones to quote. {glue:text}`masking_cost_note`
+# {doc}`the course's cost page <../book/costs>`.
 # ```
 #
 # **Learning objectives**
@@ -60,6 +61,11 @@ config = load_config()
 processor = models.load_processor(config)
 splits = data.load_configured_splits(config)
 glue("masking_profile", config.profile, display=False)
+glue("masking_cost_note", "The full profile runs this page on a GPU; its time and memory there "
+     "are estimated on" if config.profile == "tiny" else
+     "Its GPU time is an estimate, not a measurement: about 13 minutes on an NVIDIA L4 and 7 on an "
+     "A100, the longest cell (one training run) about 5 minutes on the L4, on a card of 12 GB or "
+     "more. The arithmetic is on", display=False)
 pd.Series({"profile": config.profile, "training images": len(splits["train"]),
            "held-out images": len(splits["eval"])})
 
@@ -105,17 +111,21 @@ pd.Series(num_in_loss, name="tokens in the loss, first batch")
 #
 # Both runs get the same budget: the profile's steps, batch size and learning rate, from
 # `configs/{profile}.yaml`. The overrides below only choose how often we measure; under `full` they
-# also cap the steps, since this page trains twice. **This cell is the one to edit** to retune the comparison.
+# also cap the steps and the held-out answers, since this page trains twice and every answer the
+# model writes while training costs GPU time ({doc}`../book/costs`). **This cell is the one to
+# edit** to retune the comparison.
 
 # %%
 # Overrides shared by both runs. Steps, batch size, learning rate and seed come from the profile.
 budget = {
     "tiny": ["training.logging_steps=5",            # a point on the curves every 5 steps
              "callbacks.iou_eval_every_steps=20"],   # held-out IoU every 20 steps
-    "full": ["training.max_steps=200",               # about 1.5 epochs: two runs in one GPU session
+    "full": ["training.max_steps=60",                # 480 images per run, 2 minutes on an L4
              "training.logging_steps=10",
-             "callbacks.iou_eval_every_steps=50"],
+             "callbacks.iou_eval_every_steps=30",    # each IoU point answers the held-out slice
+             "callbacks.iou_eval_num_samples=16"],
 }[config.profile]
+num_eval_images = 64  # scored by both runs at the end: all of tiny's, 64 of full's 123
 run_configs = {strategy: load_config(strategy, overrides=budget) for strategy in STRATEGIES}
 recipe = run_configs[STRATEGIES[0]].training  # the same in both runs but for mask_strategy
 images_per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps
@@ -141,7 +151,7 @@ print(f"learning rate {recipe.learning_rate:g} ({recipe.lr_scheduler_type}), see
 # ```
 
 # %%
-num_heldout = config.callbacks.iou_eval_num_samples
+num_heldout = run_configs[STRATEGIES[0]].callbacks.iou_eval_num_samples
 heldout_records = [splits["eval"][index] for index in range(num_heldout)]
 answer_collator = collators.CollatorV3(processor, mask_strategy="assistant_only")
 eval_batch_size = config.training.per_device_eval_batch_size
@@ -161,6 +171,8 @@ print(f"{num_heldout} held-out images, {num_answer_tokens} answer tokens, measur
 # Each run starts from a fresh copy of the model (LoRA adapters are added in place, so runs must not
 # share one) and gets the profile's callbacks plus `AnswerLossCallback`. The seed fixes the LoRA
 # initialisation and the order of the training data, so both runs see the same images in the same order.
+# Each run has a cell of its own, because a notebook cell has a time limit when the book is built
+# (15 minutes) and a run under `full` takes minutes.
 
 # %%
 def train_with_strategy(strategy: str, output_dir: Path) -> training.AnswerLossSFTTrainer:
@@ -180,11 +192,12 @@ def train_with_strategy(strategy: str, output_dir: Path) -> training.AnswerLossS
 
 
 # %% tags=["hide-output"]
-trainers = {}
-with tempfile.TemporaryDirectory() as output_dir:  # checkpoints are not needed after this page
-    for strategy in STRATEGIES:
-        print(f"--- {strategy} ---")
-        trainers[strategy] = train_with_strategy(strategy, Path(output_dir))
+checkpoint_dir = tempfile.TemporaryDirectory()  # checkpoints are not needed after this page
+trainers = {"all_tokens": train_with_strategy("all_tokens", Path(checkpoint_dir.name))}
+
+# %% tags=["hide-output"]
+trainers["assistant_only"] = train_with_strategy("assistant_only", Path(checkpoint_dir.name))
+checkpoint_dir.cleanup()
 histories = {strategy: pd.DataFrame(trainer.state.log_history)
              for strategy, trainer in trainers.items()}
 
@@ -280,12 +293,15 @@ gradient_summary.round(3)
 # ## Boxes on held-out images
 #
 # Loss is a means to an end; the end is a box in the right place. `evaluation.evaluate_model`
-# (chapter 6) answers every held-out image with each trained model, parses the answers and scores them.
+# (chapter 6) answers the held-out images with each trained model, parses the answers and scores
+# them.
+# Both models answer the same `num_eval_images` images, set in the budget cell.
 
 # %%
+eval_split = splits["eval"].select(range(min(num_eval_images, len(splits["eval"]))))
 reports = {}
 for strategy, trainer in trainers.items():
-    reports[strategy], _ = evaluation.evaluate_model(trainer.model, processor, splits["eval"],
+    reports[strategy], _ = evaluation.evaluate_model(trainer.model, processor, eval_split,
                                                      run_configs[strategy])
 columns = ["images", "parse failure rate", "mean IoU", "precision@0.5", "recall@0.5", "F1@0.5"]
 evaluation.compare_reports(reports)[columns].round(3)
@@ -321,7 +337,8 @@ curve_iou = last_value("eval_mean_iou")  # the callback's score at the last eval
 curve_higher, curve_lower = order_runs(curve_iou, is_higher_better=True)
 curve_sentence = (f"The curve above scores only the first {num_heldout} of the "
                   f"{num_scored} held-out images, so one image moves it by up to {1 / num_heldout:.3g}: it shows "
-                  "that a run is learning, and the table above, on every held-out image, compares the runs. ")
+                  f"that a run is learning, and the table above, on all {num_scored}, compares "
+                  "the runs. ")
 if curve_iou[curve_higher] == curve_iou[curve_lower] or curve_higher == higher_iou:
     curve_sentence += "Here the two agree on the order."
 else:

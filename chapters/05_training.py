@@ -19,6 +19,7 @@
 # ```{note}
 # The outputs on this page were produced with the **{glue:text}`training_profile`** profile
 # ({glue:text}`training_profile_meaning`). Every number in the text is read from those outputs.
+# {glue:text}`training_cost_note` {doc}`the course's cost page <../book/costs>`.
 # ```
 #
 # **Learning objectives**
@@ -49,7 +50,7 @@ from myst_nb import glue
 from safetensors.torch import load_file
 
 import vlmlib
-from vlmlib import data, models, training, viz
+from vlmlib import data, memory, models, training, viz
 from vlmlib.collators import IGNORE_INDEX
 from vlmlib.config import config_to_dict, get_profile, load_config, with_overrides
 
@@ -61,20 +62,33 @@ vlmlib.quiet_progress_bars()
 
 # %%
 # This page's budget: the ONLY settings to retune.
-# Steps, learning rate, batch size and LoRA come from the profile's
+# Learning rate, batch size and LoRA come from the profile's
 # config (vlmlib/configs/tiny.yaml or full.yaml, printed below).
+# - max_steps (full): the recipe's 3 epochs, about 406 steps, would
+#   run longer than a notebook cell may (book/costs.md); the page
+#   trains 100 steps, and `vlmlib train --config full` the whole recipe.
 # - iou_eval_every_steps: each evaluation answers iou_eval_num_samples
 #   held-out images; about four per run draw a curve.
 # - save_steps: the resume demonstration restarts from the checkpoint
 #   before the last one, so it re-runs save_steps steps.
 budget = {
     "tiny": ["callbacks.iou_eval_every_steps=20", "training.save_steps=20"],
-    "full": [],  # the published recipe unchanged
+    "full": ["training.max_steps=100", "callbacks.iou_eval_every_steps=25",
+             "callbacks.iou_eval_num_samples=16", "training.save_steps=25"],
 }[get_profile()]
 config = load_config("assistant_only", overrides=[*budget, "training.output_dir=outputs/chapter05"])
+# The loss timing below runs in eval mode, which also switches activation checkpointing off: on a
+# GPU one example keeps its activations well inside a 16 GB card, four would not (book/costs.md).
+num_timing_records = {"tiny": config.training.per_device_train_batch_size,
+                      "full": 1}[config.profile]
 glue("training_profile", config.profile, display=False)
 glue("training_profile_meaning", "a tiny Qwen2-VL and synthetic data on the CPU" if config.profile == "tiny"
      else "Qwen2-VL-2B-Instruct and the Open Food Facts dataset on a GPU", display=False)
+glue("training_cost_note", "The full profile runs this page on a GPU; its time and memory there "
+     "are estimated on" if config.profile == "tiny" else
+     "Its GPU time is an estimate, not a measurement: about 9 minutes on an NVIDIA L4 and 5 on an "
+     "A100, the longest cell (the training run) about 7 minutes on the L4, on a card of 12 GB or "
+     "more. The arithmetic is on", display=False)
 budget
 
 # %% [markdown]
@@ -245,12 +259,15 @@ pd.Series({name: getattr(arguments, name) for name in ("max_length", "remove_unu
 # We measure one training step (forward and backward) both ways, on the same batch: TRL's own
 # `SFTTrainer.compute_loss`, and ours, the `compute_loss` of `AnswerLossSFTTrainer`. Dropout is off, so
 # the two losses must be the same number. One step each is enough to see the difference; on a busy
-# machine the times vary from run to run, their ratio much less.
+# machine the times vary from run to run, their ratio much less. The collator builds the batch on
+# the CPU; the Trainer would move it to the model's device, and here we do it ourselves.
 
 # %%
 from trl import SFTTrainer
 
-batch = trainer.data_collator([splits["train"][index] for index in range(config.training.per_device_train_batch_size)])
+timing_records = [splits["train"][index] for index in range(num_timing_records)]
+batch = {key: value.to(model.device)  # the collator builds on the CPU, the model may be on a GPU
+         for key, value in trainer.data_collator(timing_records).items()}
 model.eval()  # no LoRA dropout: both losses see the same network
 
 
@@ -315,15 +332,17 @@ pd.Series({"positions in the batch": num_positions, "positions with a label": nu
 #
 # `training.train` is the whole loop in one call: load the model and data, add LoRA, build the
 # trainer and callbacks, train, save. It loads a fresh base model from the config, as `vlmlib train`
-# does. The lines below are printed live while it trains.
+# does, so the timing's model is freed first. The lines below are printed live while it trains.
 
 # %%
+del trainer, model, batch  # the timing's trainer and model, and the batch on the model's device
+memory.free_memory()
 run = training.train(config, splits=splits)
-history = pd.DataFrame(run.log_history)
+run_dir, history = run.output_dir, pd.DataFrame(run.log_history)
 
 # %% [markdown]
-# The log history holds one row per event: training logs (loss, gradient norms, learning rate) and
-# the IoU callback's evaluations, each with its step.
+# The log history holds one row per logging step (loss, gradient norms, learning rate), with the IoU
+# callback's scores in the same row when it scores at that step, and in a row of its own otherwise.
 
 # %%
 columns = ["step", "loss", "grad_norm", "grad_norm_applied", "clipped_fraction", "learning_rate", "eval_mean_iou",
@@ -368,7 +387,7 @@ glue("clipped_share", f"{history['clipped_fraction'].dropna().mean():.0%}", disp
 
 # %%
 pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
-              for path in sorted(run.output_dir.iterdir()) if path.is_file()])
+              for path in sorted(run_dir.iterdir()) if path.is_file()])
 
 # %% [markdown]
 # `adapter_model.safetensors` holds only the {glue:text}`trainable_parameters` LoRA weights
@@ -388,7 +407,7 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
-checkpoints = sorted(run.output_dir.glob("checkpoint-*"), key=checkpoint_step)
+checkpoints = sorted(run_dir.glob("checkpoint-*"), key=checkpoint_step)
 final_step = int(history["step"].max())
 resume_from = max((path for path in checkpoints if checkpoint_step(path) < final_step), key=checkpoint_step, default=checkpoints[0])
 glue("resume_from", resume_from.name, display=False)
@@ -402,11 +421,13 @@ pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
 # numbers, so it cannot change the training.
 
 # %%
+del run  # the trained model and its optimizer: the resumed run loads its own copy
+memory.free_memory()
 resumed = training.train(with_overrides(config, ["callbacks.iou_eval=false"]), output_dir="outputs/chapter05_resumed",
                          resume_from_checkpoint=str(resume_from), splits=splits)
 
 # %%
-uninterrupted_weights = load_file(run.output_dir / "adapter_model.safetensors")
+uninterrupted_weights = load_file(run_dir / "adapter_model.safetensors")
 resumed_weights = load_file(resumed.output_dir / "adapter_model.safetensors")
 differences = pd.Series({name: (uninterrupted_weights[name] - resumed_weights[name]).abs().max().item()
                          for name in uninterrupted_weights}, name="largest absolute difference")
