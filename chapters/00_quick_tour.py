@@ -208,6 +208,7 @@ report = merging.merge_lora(
     Path(config.training.output_dir).with_name("quick_tour_merged"),
     num_check_records=4,
     max_new_tokens=config.callbacks.max_new_tokens,
+    overwrite=True,  # the folder this page merged into on its last run; without it, merge_lora refuses
 )
 print(f"merged model: {report.output_dir}")
 print(f"{report.num_identical} of {report.num_checked} answers identical")

@@ -400,7 +400,8 @@ del base_model, fine_tuned_model  # both 4-bit models, and the trainer if this p
 memory.free_memory()
 merge_report = merging.merge_lora(run_dir, "outputs/chapter06_merged",
                                   num_check_records=num_merge_check_records,
-                                  max_new_tokens=config.callbacks.max_new_tokens)
+                                  max_new_tokens=config.callbacks.max_new_tokens,
+                                  overwrite=True)  # this page's own folder from its last run
 all_identical = merge_report.num_identical == merge_report.num_checked
 glue("merge_sentence", (f"all {merge_report.num_checked} answers of the merged model are identical to base + adapter"
                         if all_identical else

@@ -116,3 +116,60 @@ def test_predict_command_names_an_image_that_does_not_open(cli_run_dir: Path, tm
     broken.write_bytes(b"not a jpeg")
     assert main(["predict", "--model", str(cli_run_dir), "--image", str(broken)]) == 2
     assert f"image {broken} does not open" in capsys.readouterr().err
+
+
+# --- never lose a user's work: refusals happen before anything loads, and touch nothing ---
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_merge_lora_refuses_an_output_folder_that_holds_work(cli_run_dir: Path, tmp_path: Path, capsys):
+    documents = tmp_path / "mydocs"
+    documents.mkdir()
+    (documents / "notes.txt").write_text("x")
+    assert main(["merge-lora", "--model", str(cli_run_dir), "--output", str(documents), "--num-check", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "mydocs already holds 1 entry: notes.txt" in error and "--overwrite" in error
+    assert error.count("\n") == 1 and _snapshot(documents) == {"notes.txt": b"x"}
+
+
+def test_merge_lora_refuses_to_write_into_its_own_run(cli_run_dir: Path, capsys):
+    before = _snapshot(cli_run_dir)
+    for output in (cli_run_dir, cli_run_dir / "merged"):
+        assert main(["merge-lora", "--model", str(cli_run_dir), "--output", str(output)]) == 2
+        assert "is inside the input" in capsys.readouterr().err
+    assert _snapshot(cli_run_dir) == before
+
+
+def test_merge_lora_overwrite_replaces_the_folder(cli_run_dir: Path, tmp_path: Path, capsys):
+    output = tmp_path / "merged"
+    output.mkdir()
+    (output / "old.txt").write_text("old")
+    assert main(["merge-lora", "--model", str(cli_run_dir), "--output", str(output), "--num-check", "1",
+                 "--overwrite"]) == 0
+    assert not (output / "old.txt").exists() and (output / "config.json").exists()
+    assert not list(tmp_path.glob(".merged.*"))  # no staging or retired folder left behind
+
+
+def test_train_refuses_a_folder_that_holds_a_finished_run(cli_run_dir: Path, capsys):
+    before = _snapshot(cli_run_dir)
+    assert main(["train", "--set", "tiny.pretrain_steps=0", "--output-dir", str(cli_run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "already holds" in error and "--resume" in error and "--overwrite" in error
+    assert _snapshot(cli_run_dir) == before
+
+
+def test_write_folder_atomically_keeps_the_old_result_when_writing_fails(tmp_path: Path):
+    from vlmlib.outputs import write_folder_atomically
+
+    target = tmp_path / "result"
+    write_folder_atomically(target, lambda folder: (folder / "model.txt").write_text("old"))
+
+    def fail_halfway(folder: Path) -> None:
+        (folder / "model.txt").write_text("half")
+        raise KeyboardInterrupt  # a Ctrl-C during the save
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder_atomically(target, fail_halfway, overwrite=True)
+    assert _snapshot(target) == {"model.txt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["result"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", type=Path, help="where to save (default: training.output_dir)")
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                        help="resume from the latest checkpoint in the output folder, or from CHECKPOINT")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in the output folder (its checkpoints are deleted)")
     evaluate = commands.add_parser("evaluate", help="score a trained model (or, without --model, the base model zero-shot)")
     _add_config_arguments(evaluate)
     evaluate.add_argument("--model", type=Path, help="a run folder from `vlmlib train` or `vlmlib merge-lora`")
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--model", type=Path, required=True, help="a run folder with an adapter")
     merge.add_argument("--output", type=Path, required=True, help="folder for the merged model")
     merge.add_argument("--num-check", type=int, default=8, help="held-out images to compare answers on (default: 8)")
+    merge.add_argument("--overwrite", action="store_true", help="replace --output if it already holds something")
     make_labs = commands.add_parser("make-labs", help="write labs/ from solutions/ (TODOs in place of the solution regions)")
     make_labs.add_argument("--check", action="store_true", help="write nothing; exit 1 if labs/ differs from what would be written")
     make_labs.add_argument("--solutions", type=Path, default=Path("solutions"), help="folder of solved labs (default: solutions)")
@@ -120,12 +124,21 @@ def _run_make_labs(arguments: argparse.Namespace) -> int:
 def _run_train(arguments: argparse.Namespace) -> int:
     from vlmlib.training import train
 
+    from vlmlib.outputs import check_output_folder
+
     config = load_config(*arguments.config, overrides=arguments.overrides)
-    _build_profile_assets(config)
+    output_dir = arguments.output_dir or Path(config.training.output_dir)
     is_main_process = os.environ.get("RANK", "0") == "0"  # under torchrun/accelerate, only rank 0 speaks
+    if not arguments.resume:  # checked before anything loads; resuming continues the run that is there
+        check_output_folder(output_dir, overwrite=arguments.overwrite, what="--output-dir",
+                            how_to_continue="pass --resume to continue it, ")
+        if arguments.overwrite and is_main_process:
+            for checkpoint in output_dir.glob("checkpoint-*"):  # the old run's: a later --resume must not find them
+                shutil.rmtree(checkpoint)
+    _build_profile_assets(config)
     if is_main_process:
         print(f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})")
-    run = train(config, output_dir=arguments.output_dir, resume_from_checkpoint=arguments.resume)
+    run = train(config, output_dir=output_dir, resume_from_checkpoint=arguments.resume)
     if is_main_process:
         print(f"saved adapter, processor and config to {run.output_dir}")
     return 0
@@ -202,7 +215,8 @@ def _run_predict(arguments: argparse.Namespace) -> int:
 def _run_merge_lora(arguments: argparse.Namespace) -> int:
     from vlmlib.merging import merge_lora
 
-    report = merge_lora(arguments.model, arguments.output, num_check_records=arguments.num_check)
+    report = merge_lora(arguments.model, arguments.output, num_check_records=arguments.num_check,
+                        overwrite=arguments.overwrite)
     print(f"merged model written to {report.output_dir}")
     print(f"check: {report.num_identical} of {report.num_checked} greedy answers identical to base + adapter; "
           f"largest logit difference {report.max_logit_difference:.2e}, tolerance for {report.dtype} "
@@ -228,6 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _COMMANDS[arguments.command](arguments)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"vlmlib {arguments.command}: error: {error}", file=sys.stderr)
         return 2

@@ -11,7 +11,6 @@ Explained in: chapter 06, "Merging the adapter".
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from vlmlib.config import RUN_CONFIG_FILE, Config, config_to_dict, with_override
 from vlmlib.data import build_conversation, load_configured_splits
 from vlmlib.inference import generate_answers
 from vlmlib.models import get_pixel_budget, load_run
+from vlmlib.outputs import check_output_folder, write_folder_atomically
 from vlmlib.tokens import IM_END_TOKEN
 
 __all__ = [
@@ -134,7 +134,7 @@ def _all_answer_logits(model, processor, records: Sequence[dict[str, Any]], answ
 
 
 def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: int = 8,
-               max_new_tokens: int = 64) -> MergeReport:
+               max_new_tokens: int = 64, overwrite: bool = False) -> MergeReport:
     """Merge the run's adapter into an unquantised base, save it, and check it against the adapter.
 
     Why: see the module docstring; the check is what makes the merge trustworthy.
@@ -145,15 +145,19 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
             config says `load_in_4bit: false` and the dtype of the merge, so `load_run` reloads the
             very model that was checked (a QLoRA run's config would quantise it again).
         num_check_records: held-out records to compare logits and answers on.
+        overwrite: replace `output_dir` if it holds anything; without it such a folder is refused
+            before anything loads. The merged folder is written beside it and renamed into place.
     Returns:
         A MergeReport; `is_equivalent` is False if the logits differ by more than rounding explains
         (the merged model is still saved, so it can be inspected).
     Raises:
-        ValueError: the run folder holds no adapter (nothing to merge).
+        ValueError: the run folder holds no adapter (nothing to merge), or `output_dir` is inside it.
+        FileExistsError: `output_dir` holds something and `overwrite` is False.
     """
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if not (run_dir / "adapter_config.json").exists():
         raise ValueError(f"{run_dir} has no adapter_config.json: it holds no LoRA adapter to merge")
+    check_output_folder(output_dir, inputs=[run_dir], overwrite=overwrite, what="--output")
     # Unquantised base: merging into nf4 weights would round the adapter's update away.
     adapted, processor, config = load_run(run_dir, overrides=["model.load_in_4bit=false"])
     adapted.eval()
@@ -178,13 +182,15 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
         mismatches=[(record["image_id"], before, after)
                     for record, before, after in answer_pairs if before != after],
     )
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    merged.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
     merged_config = with_overrides(config, [f"model.dtype={dtype_name}"])  # load_in_4bit is false
     config_text = yaml.safe_dump(config_to_dict(merged_config), sort_keys=False)
-    (output_dir / RUN_CONFIG_FILE).write_text(config_text)
+
+    def write_merged_run(folder: Path) -> None:
+        merged.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        (folder / RUN_CONFIG_FILE).write_text(config_text)
+
+    write_folder_atomically(output_dir, write_merged_run, overwrite=overwrite)
     logger.info("merged %s into %s (%s): logits within %.1e (tolerance %.1e); %d of %d same",
                 run_dir, output_dir, dtype_name, report.max_logit_difference, report.tolerance,
                 report.num_identical, report.num_checked)
