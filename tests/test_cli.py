@@ -173,3 +173,109 @@ def test_write_folder_atomically_keeps_the_old_result_when_writing_fails(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         write_folder_atomically(target, fail_halfway, overwrite=True)
     assert _snapshot(target) == {"model.txt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["result"]
+
+
+# --- issue 21: every bad input gets one clear line, and nothing is lost ---
+
+def _assert_one_line_error(capsys: pytest.CaptureFixture[str], *expected: str) -> None:
+    error = capsys.readouterr().err
+    assert error.startswith("vlmlib predict: error: ") and error.count("\n") == 1 and "Traceback" not in error
+    for text in expected:
+        assert text in error
+
+
+@pytest.mark.parametrize(("side_px", "num_pixels"), [(20000, "400,000,000"), (10000, "100,000,000")],
+                         ids=["over-twice-the-limit", "between-limit-and-twice"])
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path: Path, capsys, side_px: int, num_pixels: str):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (side_px, side_px)).save(bomb)  # a few KB: 1-bit, all black
+    before = _snapshot(tmp_path)
+    assert main(["predict", "--model", "no/such/folder", "--image", str(bomb)]) == 2  # refused before the model
+    _assert_one_line_error(capsys, str(bomb), f"{side_px}x{side_px} = {num_pixels} pixels",
+                           f"limit of {Image.MAX_IMAGE_PIXELS:,}")
+    assert _snapshot(tmp_path) == before
+
+
+def test_predict_opens_a_16_bit_png_as_a_gradient_not_a_white_image(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    from vlmlib.cli import _open_image_record
+
+    path = tmp_path / "scan16.png"
+    Image.fromarray((np.arange(64 * 256).reshape(64, 256) * 4).astype(np.uint16)).save(path)  # mode I;16
+    pixels = np.asarray(_open_image_record(path)["image"])
+    assert len(np.unique(pixels)) == 256 and 120 < pixels.mean() < 135  # clipping gives 64 values, mean ~255
+
+
+@pytest.mark.parametrize("size_px", [(1, 1), (20, 300)], ids=["1x1", "20x300"])
+def test_predict_refuses_an_image_smaller_than_one_token(tmp_path: Path, capsys, size_px: tuple[int, int]):
+    from PIL import Image
+
+    from vlmlib.data import MIN_IMAGE_SIDE_PX
+
+    tiny_image = tmp_path / "dot.png"
+    Image.new("RGB", size_px, "white").save(tiny_image)
+    before = _snapshot(tmp_path)
+    assert main(["predict", "--model", "no/such/folder", "--image", str(tiny_image)]) == 2
+    _assert_one_line_error(capsys, str(tiny_image), f"{size_px[0]}x{size_px[1]} px",
+                           f"smaller than {MIN_IMAGE_SIDE_PX} px")
+    assert _snapshot(tmp_path) == before
+
+
+def test_predict_on_a_folder_predicts_each_image_in_name_order(cli_run_dir: Path, tmp_path: Path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("b.JPG", "a.png", "c.webp"):
+        Image.new("RGB", (64, 48), "white").save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    before = _snapshot(folder)
+    assert main(["predict", "--model", str(cli_run_dir), "--image", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{folder}: predicting its 3 image files" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == [str(folder / name) for name in ("a.png", "b.JPG", "c.webp")]
+    assert _snapshot(folder) == before
+
+
+def test_predict_on_a_folder_without_images_says_so(tmp_path: Path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["predict", "--model", "no/such/folder", "--image", str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, f"folder {tmp_path} holds no image file", ".jpg")
+
+
+def _break_run(run_dir: Path, how: str) -> str:
+    """Break a copy of a run folder one way; return the file name the error must mention."""
+    if how == "missing-adapter-weights":
+        (run_dir / "adapter_model.safetensors").unlink()
+        return "adapter_model.safetensors"
+    if how == "corrupt-adapter-config":
+        (run_dir / "adapter_config.json").write_text('{"r": 8,')
+        return "adapter_config.json"
+    if how == "truncated-adapter-weights":
+        weights = run_dir / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        return "adapter_model.safetensors"
+    (run_dir / "tokenizer_config.json").unlink()
+    return "tokenizer_config.json"
+
+
+@pytest.mark.parametrize("how", ["missing-adapter-weights", "corrupt-adapter-config", "truncated-adapter-weights",
+                                 "missing-processor-file"])
+def test_predict_with_a_broken_run_folder_names_the_file(cli_run_dir: Path, tmp_path: Path, capsys, how: str):
+    import shutil
+
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cli_run_dir, run_dir)
+    file_name = _break_run(run_dir, how)
+    image_path = tmp_path / "product.png"
+    Image.new("RGB", (64, 48), "white").save(image_path)
+    before = _snapshot(tmp_path)
+    assert main(["predict", "--model", str(run_dir), "--image", str(image_path)]) == 2
+    _assert_one_line_error(capsys, str(run_dir), file_name, "a complete run folder holds")
+    assert _snapshot(tmp_path) == before

@@ -15,9 +15,12 @@ from PIL import Image
 from vlmlib.data import (
     DEFAULT_PROMPT,
     DEFAULT_SYSTEM_MESSAGE,
+    MIN_IMAGE_SIDE_PX,
     BadRecordError,
     build_conversation,
     clean_split,
+    convert_image_to_rgb,
+    find_image_size_problem,
     format_answer,
     hub_features,
     load_split,
@@ -215,3 +218,70 @@ def test_build_conversation_puts_the_pixel_budget_in_the_image_item(synthetic_sm
     conversation = build_conversation(synthetic_small_dataset_dict["train"][0], min_pixels=3136, max_pixels=50176)
     image_item = conversation[1]["content"][0]
     assert image_item["min_pixels"] == 3136 and image_item["max_pixels"] == 50176
+
+
+# --- issue 21: high-bit-depth images, images too small for Qwen2-VL, decompression bombs ---
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _gradient_16_bit() -> Image.Image:
+    """A 256x64 16-bit grayscale gradient (mode I;16), values 0 to 65532 in steps of 4."""
+    import numpy as np
+
+    return Image.fromarray((np.arange(64 * 256).reshape(64, 256) * 4).astype(np.uint16))
+
+
+def _assert_spans_the_8_bit_range(image: Image.Image) -> None:
+    import numpy as np
+
+    pixels = np.asarray(image)
+    # clipping at 255 (PIL's convert) leaves 64 distinct values and a mean near 255; scaling keeps all 256
+    assert image.mode == "RGB" and len(np.unique(pixels)) == 256 and 120 < pixels.mean() < 135
+
+
+def test_convert_image_to_rgb_scales_a_16_bit_gradient_instead_of_clipping_it(tmp_path):
+    path = tmp_path / "gradient16.png"
+    _gradient_16_bit().save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+        _assert_spans_the_8_bit_range(convert_image_to_rgb(image))
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_convert_image_to_rgb_scales_32_bit_modes_by_their_range(mode):
+    _assert_spans_the_8_bit_range(convert_image_to_rgb(_gradient_16_bit().convert(mode)))
+
+
+def test_clean_split_converts_a_16_bit_image_without_clipping(synthetic_raw_records):
+    gradient = _gradient_16_bit()
+    synthetic_raw_records[1].update(image={"bytes": _png_bytes(gradient), "path": None},
+                                    width=gradient.width, height=gradient.height)
+    cleaned, report = clean_split(_dataset_from(synthetic_raw_records), policy="drop")
+    assert report.mended == Counter({"converted to RGB": 1})
+    _assert_spans_the_8_bit_range(cleaned[1]["image"])
+
+
+@pytest.mark.parametrize(("width_px", "height_px", "kind"),
+                         [(1, 1, "smaller than"), (27, 400, "smaller than"), (6000, 28, "aspect ratio above")])
+def test_clean_split_drops_an_image_qwen2_vl_cannot_represent(synthetic_raw_records, width_px, height_px, kind):
+    synthetic_raw_records[1].update(image={"bytes": _png_bytes(Image.new("RGB", (width_px, height_px))), "path": None},
+                                    width=width_px, height=height_px)
+    cleaned, report = clean_split(_dataset_from(synthetic_raw_records), policy="drop")
+    assert report.dropped == Counter({kind: 1}) and len(cleaned) == len(synthetic_raw_records) - 1
+    assert f"{width_px}x{height_px} px" in report.examples[0]
+
+
+def test_find_image_size_problem_names_the_minimum_and_accepts_it():
+    assert find_image_size_problem(MIN_IMAGE_SIDE_PX, MIN_IMAGE_SIDE_PX) is None
+    assert f"smaller than {MIN_IMAGE_SIDE_PX} px" in find_image_size_problem(1, 1)
+
+
+def test_clean_split_drops_a_decompression_bomb(synthetic_raw_records):
+    bomb = Image.new("1", (20000, 20000))  # 400 million pixels, a few KB as a 1-bit PNG
+    synthetic_raw_records[1].update(image={"bytes": _png_bytes(bomb), "path": None}, width=20000, height=20000)
+    cleaned, report = clean_split(_dataset_from(synthetic_raw_records), policy="drop")
+    assert report.dropped == Counter({"image does not open": 1}) and "400000000 pixels" in report.examples[0]

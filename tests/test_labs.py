@@ -7,7 +7,6 @@ chapters' model/data cache (`VLM_CACHE_DIR`, else `~/.cache/vlmlib`), so the tin
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

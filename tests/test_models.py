@@ -188,3 +188,61 @@ def test_4bit_model_on_cpu_still_trains_after_a_no_grad_eval_forward(tiny_config
     model(**batch).loss.backward()  # bitsandbytes' CPU repack would crash here, or pass no gradient
     lora_b_grads = [parameter.grad for name, parameter in model.named_parameters() if "lora_B" in name]
     assert lora_b_grads and all(grad is not None and grad.abs().sum() > 0 for grad in lora_b_grads)
+
+
+# --- issue 21: a broken run folder is named before any model loads ---
+
+@pytest.fixture
+def merged_style_run_dir(tiny_config: Config, tiny_assets, tmp_path: Path) -> Path:
+    """A complete run folder holding a full model (as `vlmlib merge-lora` writes): the tiny model and its config."""
+    import shutil
+
+    import yaml
+
+    from vlmlib.config import RUN_CONFIG_FILE, config_to_dict
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_assets[0], run_dir)
+    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(tiny_config), sort_keys=False))
+    return run_dir
+
+
+def test_load_run_loads_a_complete_merged_style_folder(merged_style_run_dir: Path):
+    model, _, _ = load_run(merged_style_run_dir)
+    assert model.config.model_type == "qwen2_vl"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+BROKEN_RUN_CASES = {  # how to break the folder, the error type, the file the message must name
+    "missing-weights": (lambda run_dir: (run_dir / "model.safetensors").unlink(), FileNotFoundError,
+                        "model.safetensors"),
+    "truncated-weights": (lambda run_dir: _truncate(run_dir / "model.safetensors"), ValueError, "model.safetensors"),
+    "corrupt-config": (lambda run_dir: (run_dir / "config.json").write_text("{"), ValueError, "config.json"),
+    "missing-processor-config": (lambda run_dir: (run_dir / "processor_config.json").unlink(), FileNotFoundError,
+                                 "processor_config.json or preprocessor_config.json"),
+    "truncated-tokenizer": (lambda run_dir: _truncate(run_dir / "tokenizer.json"), ValueError, "tokenizer.json"),
+}
+
+
+@pytest.mark.parametrize("case_name", list(BROKEN_RUN_CASES), ids=list(BROKEN_RUN_CASES))
+def test_load_run_names_a_missing_or_broken_file_before_loading_a_model(merged_style_run_dir: Path, monkeypatch,
+                                                                         case_name: str):
+    import vlmlib.models
+
+    break_folder, error_type, file_name = BROKEN_RUN_CASES[case_name]
+    break_folder(merged_style_run_dir)
+    for loader in ("load_model", "load_processor"):  # the check must come first, and cheaply
+        monkeypatch.setattr(vlmlib.models, loader, lambda *args, **kwargs: pytest.fail("loaded before checking"))
+    with pytest.raises(error_type) as error_info:
+        load_run(merged_style_run_dir)
+    assert file_name in str(error_info.value) and "a complete run folder holds" in str(error_info.value)
+
+
+def test_min_image_side_is_one_qwen2_vl_token(tiny_processor):
+    from vlmlib.data import MIN_IMAGE_SIDE_PX
+
+    image_processor = tiny_processor.image_processor
+    assert MIN_IMAGE_SIDE_PX == image_processor.patch_size * image_processor.merge_size == 28

@@ -12,12 +12,17 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from vlmlib.config import Config, ConfigError, config_to_dict, list_named_configs, load_config
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["build_parser", "main"]
 
@@ -53,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, help="JSON report path (default: MODEL/evaluation_SPLIT.json or outputs/)")
     predict = commands.add_parser("predict", help="find the nutrition tables in image files")
     predict.add_argument("--model", type=Path, required=True, help="a run folder from `vlmlib train` or `vlmlib merge-lora`")
-    predict.add_argument("--image", type=Path, nargs="+", required=True, help="one or more image files")
+    predict.add_argument("--image", type=Path, nargs="+", required=True,
+                         help="image files, or folders of them (.jpg .jpeg .png .webp .bmp)")
     predict.add_argument("--save-dir", type=Path, help="also save each image with its boxes drawn, here")
     merge = commands.add_parser("merge-lora", help="merge a run's LoRA adapter into the base model and check the answers match")
     merge.add_argument("--model", type=Path, required=True, help="a run folder with an adapter")
@@ -170,18 +176,65 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")  # what `predict --image FOLDER` picks up
+
+
+def _expand_image_paths(paths: list[Path]) -> list[Path]:
+    """Return the image files to predict: files as given, each folder replaced by its images (sorted by name)."""
+    expanded: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        images = sorted(child for child in path.iterdir()
+                        if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise FileNotFoundError(f"folder {path} holds no image file "
+                                    f"({' '.join(IMAGE_SUFFIXES)}, any case)")
+        print(f"{path}: predicting its {len(images)} image files ({' '.join(IMAGE_SUFFIXES)})")
+        expanded.extend(images)
+    return expanded
+
+
+def _open_image_file(path: Path) -> Image.Image:
+    """Open and decode an image file, refusing one above PIL's decompression-bomb limit with its size."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():  # PIL only warns up to twice its limit; one rule is clearer
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            Image.MAX_IMAGE_PIXELS = None  # only to read the header's size for the message
+            try:
+                with Image.open(path) as header:
+                    width, height = header.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            raise ValueError(f"image {path} is {width}x{height} = {width * height:,} pixels, over PIL's "
+                             f"limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS, a guard against "
+                             "decompression bombs); downscale it first") from None
+    image.load()
+    return image
+
+
 def _open_image_record(path: Path) -> dict:
     """Return a Hub-schema-like record for an image file (no ground truth), or raise naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from vlmlib.data import convert_image_to_rgb, find_image_size_problem
 
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
-        image = Image.open(path)
-        image.load()
+        image = _open_image_file(path)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"image {path} does not open ({error}); pass a JPEG or PNG file") from None
-    image = image.convert("RGB")
+    size_problem = find_image_size_problem(image.width, image.height)
+    if size_problem is not None:
+        raise ValueError(f"image {path}: {size_problem}")
+    image = convert_image_to_rgb(image)
     return {"image_id": path.stem, "image": image, "width": image.width, "height": image.height,
             "objects": {"bbox": [], "category_id": [], "category_name": []}}
 
@@ -193,11 +246,12 @@ def _run_predict(arguments: argparse.Namespace) -> int:
     from vlmlib.parsing import parse_box_answer
     from vlmlib.viz import draw_boxes
 
-    records = [_open_image_record(path) for path in arguments.image]  # fail on a bad file before loading the model
+    image_paths = _expand_image_paths(arguments.image)
+    records = [_open_image_record(path) for path in image_paths]  # fail on a bad file before loading the model
     model, processor, config = load_run(arguments.model)
     answers = generate_answers(model, processor, records, config.data.prompt, config.data.system_message,
                                config.callbacks.max_new_tokens, show_progress=True)
-    for path, record, answer in zip(arguments.image, records, answers):
+    for path, record, answer in zip(image_paths, records, answers):
         parsed = parse_box_answer(answer)
         boxes_xyxy = [convert_qwen_box_to_xyxy(box.box_qwen, record["width"], record["height"]) for box in parsed.boxes]
         described = "; ".join(f"{box.label} ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) px"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vlmlib.boxes import convert_hub_box_to_qwen
@@ -31,10 +32,14 @@ __all__ = [
     "DEFAULT_PROMPT",
     "DEFAULT_SYSTEM_MESSAGE",
     "HUB_DATASET_ID",
+    "MAX_IMAGE_ASPECT_RATIO",
+    "MIN_IMAGE_SIDE_PX",
     "BadRecordError",
     "CleaningReport",
     "build_conversation",
     "clean_split",
+    "convert_image_to_rgb",
+    "find_image_size_problem",
     "find_record_problems",
     "format_answer",
     "hub_features",
@@ -58,6 +63,13 @@ DEFAULT_PROMPT = "Find every nutrition table in this product photo and give its 
 # A coordinate this far outside 0-1 is treated as annotation jitter and clamped (and counted);
 # anything further out means the record is wrong, and it is dropped.
 BOX_CLAMP_TOLERANCE = 0.01
+
+# Qwen2-VL sees an image as 28x28 px squares (patch_size 14 x merge_size 2), one token each. Both resizers
+# (transformers' and qwen_vl_utils' `smart_resize`) stretch a smaller side up to 28 px, so a side below it
+# shows the model invented pixels, and a box on it spans less than a pixel.
+MIN_IMAGE_SIDE_PX = 28
+# Both `smart_resize`s raise ValueError on a longer/shorter side ratio above 200.
+MAX_IMAGE_ASPECT_RATIO = 200
 
 
 def hub_features() -> datasets.Features:
@@ -166,23 +178,68 @@ def _open_image(image_value: Any) -> Image.Image:
     raise UnidentifiedImageError(f"image cell of type {type(image_value).__name__}")
 
 
+def convert_image_to_rgb(image: Image.Image) -> Image.Image:
+    """Return the image in RGB mode, scaling high-bit-depth pixels down to 8 bits instead of clipping them.
+
+    Why: PIL's `convert("RGB")` clips a 16-bit grayscale image (mode "I;16", values 0-65535) at 255, so a
+    16-bit scan becomes almost all white and the model sees no table.
+    Explained in: chapter 01, "Bad records".
+
+    Modes "I;16*" are shifted right by 8 bits. Modes "I" (32-bit int) and "F" (32-bit float) are scaled from
+    the smallest of the ranges 0-1 (float only), 0-255 and 0-65535 that holds their values, or else
+    stretched from their minimum to their maximum. Other modes go through `convert("RGB")`.
+    """
+    if image.mode.startswith("I;16"):
+        gray = np.asarray(image).astype(np.uint16) >> 8
+    elif image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scales = ((1.0,) if image.mode == "F" else ()) + (255.0, 65535.0)
+        full_scale = next((scale for scale in scales if low >= 0 and high <= scale), None)
+        if full_scale is None:  # outside every usual range: stretch what is there
+            values, full_scale = values - low, max(high - low, 1e-12)
+        gray = np.round(values / full_scale * 255)
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+
+
+def find_image_size_problem(width_px: int, height_px: int) -> str | None:
+    """Return why Qwen2-VL cannot see an image of this size properly, or None when it can.
+
+    Why: a 1x1 image is stretched to 28x28 px and the model's box on it is less than a pixel wide,
+    a silent zero-area answer; an aspect ratio above 200 makes the processor raise.
+    Explained in: chapter 01, "Bad records".
+    """
+    if min(width_px, height_px) < MIN_IMAGE_SIDE_PX:
+        return (f"image of {width_px}x{height_px} px is smaller than {MIN_IMAGE_SIDE_PX} px on a side, "
+                f"the least Qwen2-VL represents (one {MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} px token)")
+    if max(width_px, height_px) / min(width_px, height_px) > MAX_IMAGE_ASPECT_RATIO:
+        return (f"image of {width_px}x{height_px} px has an aspect ratio above {MAX_IMAGE_ASPECT_RATIO}, "
+                "the most Qwen2-VL's resizer accepts")
+    return None
+
+
 def find_record_problems(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Return (fatal problems, mendable problems) of one record, as short reasons.
 
     Why: a wrong box teaches the model the wrong place; finding it before training is cheap.
     Explained in: chapter 01, "Bad records".
 
-    Fatal: the image does not open; no objects; a box with a coordinate beyond the clamp tolerance;
-    an inverted or zero-area box; a category name or id not in `CATEGORY_NAMES`; width/height that
-    disagree with the image. Mendable: an image not in RGB mode (converted); a coordinate just outside
-    0-1 (clamped).
+    Fatal: the image does not open; it is too small or too elongated for Qwen2-VL (`find_image_size_problem`);
+    no objects; a box with a coordinate beyond the clamp tolerance; an inverted or zero-area box; a category
+    name or id not in `CATEGORY_NAMES`; width/height that disagree with the image. Mendable: an image not in
+    RGB mode (converted by `convert_image_to_rgb`); a coordinate just outside 0-1 (clamped).
     """
     fatal: list[str] = []
     mendable: list[str] = []
     try:
         image = _open_image(record["image"])
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         return [f"image does not open ({error})"], []
+    size_problem = find_image_size_problem(*image.size)
+    if size_problem is not None:
+        fatal.append(size_problem)
     if image.mode != "RGB":
         mendable.append(f"image mode {image.mode} converted to RGB")
     if (record.get("width"), record.get("height")) != image.size:
@@ -218,7 +275,7 @@ def _mend_record(record: dict[str, Any]) -> dict[str, Any]:
     image = _open_image(record["image"])
     if image.mode != "RGB":
         buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
+        convert_image_to_rgb(image).save(buffer, format="PNG")
         record["image"] = {"bytes": buffer.getvalue(), "path": None}
     record["objects"]["bbox"] = [[min(max(v, 0.0), 1.0) for v in box] for box in record["objects"]["bbox"]]
     return record
@@ -269,7 +326,8 @@ def clean_split(
 
 def _reason_kind(problem: str) -> str:
     """Strip the values from a problem message so that counts group by kind."""
-    for kind in ("image does not open", "outside 0-1", "inverted or has zero area", "clamped to 0-1", "converted to RGB", "no objects",
+    for kind in ("image does not open", "smaller than", "aspect ratio above",
+                 "outside 0-1", "inverted or has zero area", "clamped to 0-1", "converted to RGB", "no objects",
                  "differ from the image", "is not one of", "does not have 4 values"):
         if kind in problem:
             return kind

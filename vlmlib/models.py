@@ -20,6 +20,7 @@ from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoImageProcessor, AutoProcessor, BitsAndBytesConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from vlmlib.config import RUN_CONFIG_FILE, Config, load_config
+from vlmlib.run_folders import check_run_folder
 from vlmlib.sources import resolve_sources
 
 __all__ = [
@@ -310,13 +311,15 @@ def load_run(run_dir: Path | str, overrides: list[str] | None = None) -> tuple[Q
     Explained in: chapter 06, "Loading the fine-tuned model".
 
     Raises:
-        FileNotFoundError: the folder does not exist, or holds no adapter, no model and no saved config.
+        FileNotFoundError: the folder does not exist, or misses a file (see `check_run_folder`).
+        ValueError: a file in it is broken (see `check_run_folder`); checked before any model loads.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"model folder {run_dir} does not exist; pass the output folder of `vlmlib train`")
     if not (run_dir / RUN_CONFIG_FILE).exists():
         raise FileNotFoundError(f"{run_dir} has no {RUN_CONFIG_FILE}; is it the output folder of `vlmlib train`?")
+    check_run_folder(run_dir)
     config = load_config(run_dir / RUN_CONFIG_FILE, overrides=overrides or [])
     processor = load_processor(config, run_dir)
     if (run_dir / "adapter_config.json").exists():

@@ -14,19 +14,6 @@ Explained in: book/setup, "The tiny profile", and book/tiny_model.md.
 """
 
 from vlmlib.tiny import assets
-from vlmlib.tiny.assets import (
-    CACHE_DIR_ENV_VAR,
-    QWEN2_PRETOKENIZER_PATTERN,
-    QWEN2_VL_CHAT_TEMPLATE,
-    TINY_VOCAB_SIZE,
-    build_qwen2_tokenizer,
-    build_tiny_model,
-    build_tiny_processor,
-    ensure_tiny_assets,
-    get_cache_dir,
-    pretrain_tiny_model,
-    tiny_dataset_dir,
-    tiny_model_dir,
-)
+from vlmlib.tiny.assets import *  # noqa: F403 (the names in assets.__all__)
 
 __all__ = list(assets.__all__)
