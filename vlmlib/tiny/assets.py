@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from transformers import (
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from vlmlib.config import Config
+from vlmlib.outputs import write_folder_atomically
 from vlmlib.sources import CACHE_DIR_ENV_VAR, get_cache_dir, tiny_dataset_dir, tiny_model_dir
 from vlmlib.tiny.pretraining import PretrainingLog, PretrainingSettings, pretrain
 from vlmlib.tiny.synthetic import generate_pretraining_records, generate_synthetic_dataset
@@ -186,15 +186,12 @@ def pretrain_tiny_model(model: Qwen2VLForConditionalGeneration, processor: Qwen2
     return pretrain(model, processor, records, settings, data.system_message)
 
 
-def _write_atomically(target: Path, write) -> Path:
-    """Write into a temporary sibling folder, then rename, so an interrupted build leaves no half cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+def _write_cache_folder(target: Path, write) -> Path:
+    """Write a cache folder atomically (`vlmlib.outputs.write_folder_atomically`), so an interrupted build
+    leaves no half cache; if another process finished the same folder first, keep theirs."""
     try:
-        write(staging)
-        staging.rename(target)
+        write_folder_atomically(target, write)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
         if not target.exists():
             raise
     return target
@@ -221,7 +218,7 @@ def ensure_tiny_assets(config: Config, rebuild: bool = False) -> tuple[Path, Pat
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
 
-        _write_atomically(model_dir, write_model)
+        _write_cache_folder(model_dir, write_model)
     if not dataset_dir.exists():
         logger.info("generating the synthetic dataset in %s", dataset_dir)
         data = config.data
@@ -229,7 +226,7 @@ def ensure_tiny_assets(config: Config, rebuild: bool = False) -> tuple[Path, Pat
             num_train=data.synthetic_num_train, num_val=data.synthetic_num_val, seed=data.synthetic_seed,
             min_side_px=data.synthetic_min_side_px, max_side_px=data.synthetic_max_side_px, is_square=data.synthetic_square,
         )
-        _write_atomically(dataset_dir, lambda staging: dataset_dict.save_to_disk(str(staging)))
+        _write_cache_folder(dataset_dir, lambda staging: dataset_dict.save_to_disk(str(staging)))
     return model_dir, dataset_dir
 
 
