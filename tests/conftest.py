@@ -82,3 +82,16 @@ def tiny_splits(tiny_config: Config, tiny_assets: tuple[Path, Path]) -> datasets
     from vlmlib.data import load_configured_splits
 
     return load_configured_splits(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def cli_run_dir(tiny_config: Config, tiny_assets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`vlmlib train` on the tiny profile, two steps, saved in a temporary folder (treat as read-only)."""
+    from vlmlib.cli import main
+
+    output_dir = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
+                 "--set", "tiny.pretrain_steps=0", "--set", "training.max_steps=2", "--set", "callbacks.iou_eval=false",
+                 "--output-dir", str(output_dir)])
+    assert code == 0
+    return output_dir

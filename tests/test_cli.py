@@ -56,16 +56,6 @@ def test_cli_bad_yaml_file_names_the_file(tmp_path: Path, capsys: pytest.Capture
     assert "bad.yaml must hold a mapping" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def cli_run_dir(tiny_config, tiny_assets, tmp_path_factory) -> Path:
-    """`vlmlib train` on the tiny profile, two steps, saved in a temporary folder."""
-    output_dir = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", "--config", "tiny", "--set", "data.synthetic_num_train=24", "--set", "data.synthetic_num_val=8",
-                 "--set", "tiny.pretrain_steps=0", "--set", "training.max_steps=2", "--set", "callbacks.iou_eval=false", "--output-dir", str(output_dir)])
-    assert code == 0
-    return output_dir
-
-
 def test_train_command_saves_a_run_folder(cli_run_dir: Path):
     assert (cli_run_dir / "adapter_model.safetensors").exists() and (cli_run_dir / "vlmlib_config.yaml").exists()
 

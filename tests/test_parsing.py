@@ -104,13 +104,27 @@ def test_parse_box_answer_reads_back_what_format_answer_wrote(
         f"{BOX_START_TOKEN}(120,340),(56",
         "nutrition-table(120,340),(56",
         f"{OBJECT_REF_START_TOKEN}nutrition-table{OBJECT_REF_END_TOKEN}",
+        "nutrition-table(120,340),",
+        "nutrition-table(120,340),(560,910",
     ],
-    ids=["inside-coordinates", "tokens-stripped", "after-label"],
+    ids=["inside-coordinates", "tokens-stripped", "after-label", "after-first-corner", "before-last-bracket"],
 )
 def test_parse_box_answer_returns_reason_for_truncated_text(text: str) -> None:
     answer = parse_box_answer(text)
     assert answer.is_parse_failure
     assert answer.failure_reason == "truncated box"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(10,20,30,40)", "The box is (10, 20)", "nutrition-table(120,340)", "(1, 2) and (3, 4) apples"],
+    ids=["four-numbers-one-bracket", "one-corner-in-a-sentence", "label-and-one-corner", "two-pairs-then-words"],
+)
+def test_parse_box_answer_calls_closed_groups_that_are_not_boxes_no_box_found(text: str) -> None:
+    """Truncated means cut off inside a box; an answer whose brackets all close is a wrong format instead."""
+    answer = parse_box_answer(text)
+    assert answer.failure_reason == "no box found"
+    assert answer.rejected == []
 
 
 def test_parse_box_answer_keeps_whole_boxes_before_a_truncated_one() -> None:

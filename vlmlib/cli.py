@@ -128,9 +128,9 @@ def _run_make_labs(arguments: argparse.Namespace) -> int:
 
 
 def _run_train(arguments: argparse.Namespace) -> int:
-    from vlmlib.training import train
-
     from vlmlib.outputs import check_output_folder
+    from vlmlib.run_folders import find_resumable_checkpoint
+    from vlmlib.training import resolve_checkpoint_to_resume, train
 
     config = load_config(*arguments.config, overrides=arguments.overrides)
     output_dir = arguments.output_dir or Path(config.training.output_dir)
@@ -141,10 +141,23 @@ def _run_train(arguments: argparse.Namespace) -> int:
         if arguments.overwrite and is_main_process:
             for checkpoint in output_dir.glob("checkpoint-*"):  # the old run's: a later --resume must not find them
                 shutil.rmtree(checkpoint)
+    else:
+        arguments.resume = str(resolve_checkpoint_to_resume(output_dir, arguments.resume))  # before any load
     _build_profile_assets(config)
     if is_main_process:
         print(f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})")
-    run = train(config, output_dir=output_dir, resume_from_checkpoint=arguments.resume)
+    try:
+        run = train(config, output_dir=output_dir, resume_from_checkpoint=arguments.resume)
+    except KeyboardInterrupt:
+        try:
+            checkpoint_dir, _ = find_resumable_checkpoint(output_dir)
+            where = f"the newest complete checkpoint is {checkpoint_dir}; run the same command with --resume to continue"
+        except FileNotFoundError:
+            where = f"no checkpoint was saved in {output_dir} yet (one is saved every {config.training.save_steps} steps)"
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # below the progress bar, which Ctrl-C left without its newline
+        print(f"vlmlib train: interrupted; {where}", file=sys.stderr)
+        return 130
     if is_main_process:
         print(f"saved adapter, processor and config to {run.output_dir}")
     return 0
@@ -299,3 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"vlmlib {arguments.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (train says how to resume itself)
+        print(f"vlmlib {arguments.command}: interrupted", file=sys.stderr)
+        return 130

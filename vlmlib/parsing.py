@@ -49,10 +49,12 @@ _BOX_PATTERN = re.compile(
     rf"\({_X1},{_Y1}\)\s*,\s*\({_X2},{_Y2}\)"
     rf"(?:\s*{re.escape(BOX_END_TOKEN)})?"
 )
-# Tokens stripped, generation stopped inside the brackets: "nutrition-table(120,340),(56". The text then ends
-# in a run of these characters that holds an opening bracket followed by a number.
+# Tokens stripped, generation stopped inside a box: "nutrition-table(120,340),(56" or "(120,340),". The text
+# then ends in a run of these characters that opens a bracket and never closes it, or ends in a comma after
+# a closed pair. A closed group that is not a box, "(10,20,30,40)" or "The box is (10, 20)", is "no box found".
 _COORDINATE_CHARACTERS = string.whitespace + string.digits + ",()-"
-_OPENED_COORDINATES = re.compile(r"\(\s*-?[0-9]")
+_UNCLOSED_COORDINATES = re.compile(r"\(\s*-?[0-9][^()]*$")
+_PAIR_THEN_COMMA = re.compile(r"\(\s*-?[0-9]+\s*,\s*-?[0-9]+\s*\)\s*,\s*$")
 _MAX_REASONS_SHOWN = 3  # in failure_reason; `rejected` keeps them all
 _MAX_COORDINATE_DIGITS = len(str(QWEN_GRID_SIZE))  # checked before int(), which refuses strings of 4,300+ digits
 
@@ -72,7 +74,9 @@ class ParsedAnswer:
     Attributes:
         boxes: the boxes kept, in the order they appear in the answer.
         failure_reason: why no box was kept ("empty answer", "no box found", "truncated box",
-            "all boxes rejected: ..."); None when at least one box was kept.
+            "all boxes rejected: ..."); None when at least one box was kept. "truncated box" means the
+            text stops inside a box, as when generation hits its token limit; a closed group that is not
+            a box, such as "(10,20,30,40)", is "no box found".
         rejected: one message per box group that was found but refused (or cut off at the end).
     """
 
@@ -101,7 +105,7 @@ def _is_truncated(tail: str) -> bool:
         return True
     # rstrip finds the final run in linear time; a regex ending in `[...]*$` would backtrack quadratically.
     final_run = tail[len(tail.rstrip(_COORDINATE_CHARACTERS)) :]
-    return _OPENED_COORDINATES.search(final_run) is not None
+    return bool(_UNCLOSED_COORDINATES.search(final_run) or _PAIR_THEN_COMMA.search(final_run))
 
 
 def _shorten(text: str, max_chars: int = 80) -> str:

@@ -1,20 +1,30 @@
-"""Check a saved run folder before loading it: every file `load_run` needs is there and readable.
+"""Check saved folders before loading them: a run's files, and which checkpoint a resume can use.
 
 Why: a missing adapter otherwise reads "Repo id must be a string" and a truncated one "invalid header
-length", and only after the 2B base model has loaded. These checks read file headers only.
-Explained in: chapter 06, "Loading the fine-tuned model".
+length", and only after the 2B base model has loaded; a checkpoint half written when the process was
+killed stops a resume with "Can't find a valid checkpoint". These checks read file headers only.
+Explained in: chapter 06, "Loading the fine-tuned model"; chapter 05, "Resuming".
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from vlmlib.config import RUN_CONFIG_FILE
 
-__all__ = ["RUN_FOLDER_CONTENTS", "check_run_folder"]
+__all__ = [
+    "CHECKPOINT_FILES",
+    "RUN_FOLDER_CONTENTS",
+    "IncompleteCheckpoint",
+    "check_run_folder",
+    "find_checkpoint_problem",
+    "find_resumable_checkpoint",
+]
 
 RUN_FOLDER_CONTENTS = (
     f"a complete run folder holds {RUN_CONFIG_FILE}; the adapter (adapter_config.json + "
@@ -79,3 +89,59 @@ def check_run_folder(run_dir: Path) -> None:
     else:
         raise FileNotFoundError(f"{run_dir} holds neither adapter_config.json nor config.json: no model was "
                                 f"saved there; {RUN_FOLDER_CONTENTS}")
+
+
+# What the Trainer writes into checkpoint-N, in order; trainer_state.json comes last, so a checkpoint killed
+# during its save lacks it (or holds half of it). A checkpoint whose rotation was killed lacks earlier files.
+CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+
+@dataclass(frozen=True)
+class IncompleteCheckpoint:
+    """A checkpoint folder a resume cannot use, and why (e.g. "no trainer_state.json")."""
+
+    path: Path
+    reason: str
+
+
+def find_checkpoint_problem(checkpoint_dir: Path) -> str | None:
+    """Return why a checkpoint folder cannot be resumed from, or None when every file it needs is whole."""
+    for name in CHECKPOINT_FILES:
+        if not (checkpoint_dir / name).is_file():
+            return f"no {name}"
+    try:
+        _read_json_file(checkpoint_dir / "trainer_state.json")
+        _check_weights_file(checkpoint_dir / "adapter_model.safetensors")
+    except ValueError as error:
+        return str(error).split(";")[0]
+    return None
+
+
+def _step_of(checkpoint_dir: Path) -> int:
+    """Return N for a folder named checkpoint-N, or -1 for any other name."""
+    suffix = checkpoint_dir.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def find_resumable_checkpoint(output_dir: Path | str) -> tuple[Path, list[IncompleteCheckpoint]]:
+    """Return the newest complete checkpoint in a run folder, and the newer incomplete ones it skipped.
+
+    Why: a process killed while saving leaves the newest checkpoint half written; the Trainer's own
+    search picks it anyway and stops. Resuming from the one before loses only `save_steps` steps.
+    Explained in: chapter 05, "Resuming".
+
+    Raises:
+        FileNotFoundError: the folder holds no complete checkpoint (the message names each one and why).
+    """
+    output_dir = Path(output_dir)
+    checkpoints = sorted((path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                          if path.is_dir() and _step_of(path) >= 0), key=_step_of, reverse=True)
+    skipped = []
+    for checkpoint_dir in checkpoints:
+        problem = find_checkpoint_problem(checkpoint_dir)
+        if problem is None:
+            return checkpoint_dir, skipped
+        skipped.append(IncompleteCheckpoint(checkpoint_dir, problem))
+    found = "; ".join(f"{item.path.name}: {item.reason}" for item in skipped) or "none at all"
+    raise FileNotFoundError(f"{output_dir} holds no complete checkpoint to resume from ({found}); "
+                            f"train without --resume to start again")

@@ -31,6 +31,7 @@ from vlmlib.callbacks import IoUEvalCallback, build_callbacks
 from vlmlib.collators import IGNORE_INDEX, build_collator
 from vlmlib.config import RUN_CONFIG_FILE, Config, config_to_dict
 from vlmlib.data import load_configured_splits
+from vlmlib.run_folders import find_checkpoint_problem, find_resumable_checkpoint
 from vlmlib.models import (
     align_pad_token,
     apply_lora,
@@ -48,6 +49,7 @@ __all__ = [
     "build_sft_config",
     "build_trainer",
     "compute_answer_loss",
+    "resolve_checkpoint_to_resume",
     "save_run",
     "train",
 ]
@@ -242,6 +244,33 @@ class TrainingRun:
     trainer: AnswerLossSFTTrainer
 
 
+def resolve_checkpoint_to_resume(output_dir: Path | str, checkpoint: str | Path | bool) -> Path:
+    """Return the checkpoint folder a resume should load: the one named, or True's newest complete one.
+
+    Why: the Trainer's own search takes the newest folder even when a kill left it half written, and
+    then stops; this one skips such folders and says which, and checks a named folder before any load.
+    Explained in: chapter 05, "Resuming".
+
+    Raises:
+        FileNotFoundError: no complete checkpoint, or the named folder is missing.
+        ValueError: the named checkpoint is incomplete (the message names the missing or broken file).
+    """
+    if checkpoint is True:
+        checkpoint_dir, skipped = find_resumable_checkpoint(output_dir)
+        for incomplete in skipped:
+            logger.warning("skipped %s: incomplete (%s), probably killed while saving", incomplete.path, incomplete.reason)
+        logger.info("resuming from %s", checkpoint_dir)
+        return checkpoint_dir
+    checkpoint_dir = Path(checkpoint)
+    if not checkpoint_dir.is_dir():
+        raise FileNotFoundError(f"the checkpoint to resume from, {checkpoint_dir}, is not a folder")
+    problem = find_checkpoint_problem(checkpoint_dir)
+    if problem is not None:
+        raise ValueError(f"the checkpoint {checkpoint_dir} is incomplete ({problem}); pass --resume alone to "
+                         "take the newest complete one")
+    return checkpoint_dir
+
+
 def train(
     config: Config,
     output_dir: Path | str | None = None,
@@ -258,11 +287,14 @@ def train(
 
     Args:
         output_dir: defaults to `training.output_dir`; checkpoints go to `checkpoint-N` folders inside.
-        resume_from_checkpoint: a checkpoint folder, or True for the latest one in `output_dir`.
+        resume_from_checkpoint: a checkpoint folder, or True for the newest complete one in `output_dir`
+            (a checkpoint half written when the process was killed is skipped, with a warning).
         model, processor, splits: pass them to reuse objects already loaded (chapters do); else loaded from the config.
         extra_callbacks: added after the config's callbacks (e.g. chapter 04's AnswerLossCallback).
     """
     output_dir = Path(output_dir or config.training.output_dir)
+    if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+        resume_from_checkpoint = str(resolve_checkpoint_to_resume(output_dir, resume_from_checkpoint))
     if model is None or processor is None:
         model, processor = load_model_and_processor(config)
     splits = splits if splits is not None else load_configured_splits(config)
