@@ -1,5 +1,7 @@
 """Check the built book as a reader would see it: every page exists, every chapter was executed,
-and no chapter shows an error or a stray warning (stderr) output. Usage: python .ci/check_book.py _build"""
+and no chapter shows an error or a stray warning (stderr) output; then, in headless Chromium
+(.ci/check_book_browser.py), no page has a console error, a broken image, a dead internal link or an
+image without alt text. Usage: python .ci/check_book.py _build"""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+import check_book_browser  # beside this file, which Python puts on sys.path
 
 
 def toc_files(entries: list[dict]) -> list[str]:
@@ -39,7 +43,7 @@ def main(build_dir: Path) -> int:
     for problem in problems:
         print(f"check_book: {problem}")
     print(f"check_book: {'FAILED' if problems else 'ok'} ({len(problems)} problems)")
-    return 1 if problems else 0
+    return max(1 if problems else 0, check_book_browser.main(build_dir))
 
 
 if __name__ == "__main__":

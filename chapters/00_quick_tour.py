@@ -33,6 +33,17 @@
 # - Name what each step does and which chapter explains it.
 # - Compare the model before and after fine-tuning on the same held-out images.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 #
@@ -93,7 +104,7 @@ config.profile
 splits = data.load_configured_splits(config)
 pd.Series({name: len(split) for name, split in splits.items()}, name="records")
 
-# %%
+# %% mystnb={"image": {"alt": "A grid of product photos from the training split, each with a solid blue box around its nutrition table"}}
 viz.plot_record_grid(
     [splits["train"][index] for index in range(2)], num_columns=2
 )
@@ -184,7 +195,7 @@ comparison[["mean IoU", "F1@0.5", "mAP@0.5", "parse failure rate"]]
 #
 # Ground truth is solid blue, the fine-tuned model's boxes dashed orange.
 
-# %%
+# %% mystnb={"image": {"alt": "Held-out product photos with the true nutrition-table boxes in solid blue and the fine-tuned model's boxes in dashed orange"}}
 viz.plot_prediction_gallery(
     [eval_split[index] for index in range(6)],
     fine_tuned_predictions[:6],

@@ -33,6 +33,17 @@
 # each holds, where they sit and how large they are. Each measurement ends in a decision for
 # training, collected at the end of the page as settings computed from the data.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 #
@@ -169,7 +180,7 @@ single = image_stats.index[num_boxes == 1][:3]
 multiple = image_stats.index[num_boxes > 1][:3]
 examples = [splits["train"][int(index)] for index in [*single, *multiple]]
 
-# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories; under each image, its boxes on Qwen2-VL's [0, 1000) grid.", "name": "fig-01-examples"}}
+# %% mystnb={"figure": {"caption": "Six training records with their ground-truth boxes (solid blue) and categories; under each image, its boxes on Qwen2-VL's [0, 1000) grid.", "name": "fig-01-examples"}, "image": {"alt": "Six product photos, three with one nutrition table and three with several, each table outlined by a blue box labelled with its category"}}
 viz.plot_record_grid(examples, num_columns=3)
 
 # %% [markdown]
@@ -183,7 +194,7 @@ viz.plot_record_grid(examples, num_columns=3)
 # slider to pick a record and a checkbox to hide the boxes (to judge a box, look at the table
 # without it first). On this web page there is no Python behind it, so it shows its first view.
 
-# %%
+# %% mystnb={"image": {"alt": "The record explorer's first view: one training photo with its nutrition-table box, under a record slider and a show-boxes checkbox"}}
 num_browsable = min(50, len(splits["train"]))
 viz.build_record_explorer([splits["train"][index]
                            for index in range(num_browsable)])
@@ -202,7 +213,7 @@ viz.build_record_explorer([splits["train"][index]
 size_columns = ["width_px", "height_px", "num_pixels", "aspect_ratio"]
 image_stats[size_columns].describe().round(2)
 
-# %% mystnb={"figure": {"caption": "Widths and heights of the training images.", "name": "fig-01-sizes"}}
+# %% mystnb={"figure": {"caption": "Widths and heights of the training images.", "name": "fig-01-sizes"}, "image": {"alt": "Scatter plot of the training images' widths against their heights in pixels"}}
 viz.plot_size_histogram(image_stats)
 
 # %% tags=["hide-input"]
@@ -221,7 +232,7 @@ glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}",
 # %% [markdown]
 # ## Boxes per image
 
-# %% mystnb={"figure": {"caption": "How many nutrition tables each training image holds.", "name": "fig-01-boxes-per-image"}}
+# %% mystnb={"figure": {"caption": "How many nutrition tables each training image holds.", "name": "fig-01-boxes-per-image"}, "image": {"alt": "Bar chart of how many training images hold one, two, three or more nutrition tables"}}
 box_counts = num_boxes.value_counts().sort_index().to_dict()
 viz.plot_count_bars(box_counts, xlabel="boxes in the image",
                     ylabel="number of images", title="Boxes per image")
@@ -241,7 +252,7 @@ glue("eda_max_boxes", int(num_boxes.max()), display=False)
 # How much of the image do the tables cover? A table that fills half the photo keeps many pixels
 # after resizing; one that covers 2% may shrink to a handful of image tokens.
 
-# %% mystnb={"figure": {"caption": "Share of each image covered by its nutrition tables.", "name": "fig-01-coverage"}}
+# %% mystnb={"figure": {"caption": "Share of each image covered by its nutrition tables.", "name": "fig-01-coverage"}, "image": {"alt": "Histogram of the share of each image that its nutrition tables cover"}}
 coverage = image_stats["area_fraction"]
 viz.plot_histogram(coverage, xlabel="area covered by boxes (fraction of image)",
                    ylabel="number of images", title="Box area coverage",
@@ -271,7 +282,7 @@ box_stats[shape_columns].describe().round(3)
 # **Aspect ratios.** Width over height in pixels, on a log scale so that a box twice as wide as tall
 # sits as far from 1 as one twice as tall as wide.
 
-# %% mystnb={"figure": {"caption": "Aspect ratios of the boxes (width / height in pixels).", "name": "fig-01-aspect"}}
+# %% mystnb={"figure": {"caption": "Aspect ratios of the boxes (width / height in pixels).", "name": "fig-01-aspect"}, "image": {"alt": "Histogram of the boxes' aspect ratios, width over height in pixels"}}
 aspect_ratio = box_stats["aspect_ratio"]
 viz.plot_histogram(aspect_ratio, xlabel="width / height (log scale)",
                    ylabel="number of boxes", title="Box aspect ratios",
@@ -289,7 +300,7 @@ glue("eda_aspect_high", f"{aspect_ratio.quantile(0.95):.2f}", display=False)
 # **Positions.** Where do the box centres fall? If they crowded in one spot, always answering that
 # spot would already score well, and a low training loss would mean little.
 
-# %% mystnb={"figure": {"caption": "Where box centres fall in the image (top of the image at the top).", "name": "fig-01-centres"}}
+# %% mystnb={"figure": {"caption": "Where box centres fall in the image (top of the image at the top).", "name": "fig-01-centres"}, "image": {"alt": "Scatter plot of where box centres fall in the image, with the image's top at the top"}}
 viz.plot_box_centre_heatmap(box_stats)
 
 # %% tags=["hide-input"]
@@ -309,7 +320,7 @@ for axis_name in ("x", "y"):
 #
 # **Sizes.** Box width against height, as fractions of the image, one colour per category:
 
-# %% mystnb={"figure": {"caption": "Box widths and heights (fractions of the image) by category.", "name": "fig-01-box-sizes"}}
+# %% mystnb={"figure": {"caption": "Box widths and heights (fractions of the image) by category.", "name": "fig-01-box-sizes"}, "image": {"alt": "Scatter plot of box widths against heights as fractions of the image, coloured by category"}}
 viz.plot_box_size_scatter(box_stats)
 
 # %% [markdown]
@@ -322,7 +333,7 @@ viz.plot_box_size_scatter(box_stats)
 # Each box has one of four categories. The model writes the category as the box's label, so rare
 # ones are labels it sees little of.
 
-# %% mystnb={"figure": {"caption": "Boxes per category in the training split.", "name": "fig-01-categories"}}
+# %% mystnb={"figure": {"caption": "Boxes per category in the training split.", "name": "fig-01-categories"}, "image": {"alt": "Bar chart of the number of boxes of each category in the training split"}}
 category_counts = box_stats["category_name"].value_counts().to_dict()
 viz.plot_count_bars(category_counts, xlabel="category",
                     ylabel="number of boxes", title="Categories")
