@@ -34,6 +34,17 @@
 # model those choices are for: how an image and a prompt become one sequence of tokens, what the
 # answer looks like as tokens, and what the model says before we train it.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 
@@ -57,6 +68,10 @@ transformers.utils.logging.disable_progress_bar()
 
 config = load_config()
 glue("model_profile", config.profile, display=False)
+*earlier, last = config.tiny.mrope_section  # tiny's M-RoPE split: (time, height, width)
+glue("model_tiny_mrope", f"{', '.join(map(str, earlier))} and {last}", display=False)
+glue("model_tiny_num_frequencies", sum(config.tiny.mrope_section), display=False)
+glue("model_tiny_rope_theta", f"{config.tiny.rope_theta:g}", display=False)
 glue("model_state", "a tiny Qwen2-VL that `vlmlib make-tiny` pretrained to box every "
      "object on a label, logos included, but never asked for nutrition tables"
      if config.profile == "tiny"
@@ -84,9 +99,14 @@ type(model).__name__, type(processor).__name__
 
 # %% [markdown]
 # ```{note}
-# Under `tiny` the model is the course's stand-in for Qwen2-VL-2B-Instruct. Everything about its
-# *structure* on this page (layers, token counts, the chat template, the tokenisation of answers) is
-# exactly Qwen2-VL's. Its *answers* are those of a 20-million-parameter model that `vlmlib make-tiny`
+# Under `tiny` the model is the course's stand-in for Qwen2-VL-2B-Instruct. Its *structure* is
+# Qwen2-VL's at smaller sizes: the same modules in the same order, the same processor, token
+# counts, chat template and tokenisation of answers. Two settings of its position encoding differ
+# on purpose: M-RoPE gives time, height and width {glue:text}`model_tiny_mrope` of each head's
+# {glue:text}`model_tiny_num_frequencies` rotary frequencies (Qwen2-VL-2B: 16, 24 and 24 of 64),
+# and its rotary base is {glue:text}`model_tiny_rope_theta` (Qwen2-VL-2B: 1,000,000), so that a
+# small model on small images can tell neighbouring rows apart ({doc}`../book/tiny_model`). Its
+# *answers* are those of a model of about 21 million parameters that `vlmlib make-tiny`
 # pretrained to box every object on a label, the logo included ({doc}`../book/tiny_model`): the
 # right format, rough boxes, and often one box too many. The prose says what to expect from `full`.
 # ```
@@ -401,8 +421,12 @@ pd.DataFrame({
 #   order. The model has the format but not the grid; training on the grid fixes it.
 # - **empty answer**: the model ended its turn at once.
 #
-# Under `tiny`, the zero-shot answers above fail as "no box found"; chapter 6 counts these reasons
-# over the whole evaluation split, before and after fine-tuning.
+# In the zero-shot table above, the "why no box" column names one of these reasons for each
+# answer that failed, and is empty for the {glue:text}`model_num_parsed` of
+# {glue:text}`model_num_answers` that parsed. A parsed answer is not yet a right one: in
+# {numref}`fig-02-zero-shot`, look for dashed boxes on something other than the table, and for one
+# box too many or too few. Chapter 6 counts both, the failure reasons and the misplaced boxes, over
+# the whole evaluation split, before and after fine-tuning.
 
 # %% [markdown]
 # ## Summary
@@ -419,8 +443,11 @@ pd.DataFrame({
 # ```{exercise} The price of a budget
 # :label: ex-02-budget
 # With `compute_image_token_budget`, find the image tokens of a 3024x4032 photo for `max_pixels` of
-# 256, 640 and 1280 blocks of 28x28 pixels. How does the count grow with `max_pixels`, and why is
-# the training step's time likely to grow faster than that?
+# 256, 640 and 1280 blocks of 28x28 pixels. How does the count grow with `max_pixels`? Attention
+# compares every token with every other, so does the training step's time grow with the square of
+# the count? Count the floating-point operations (FLOPs) of Qwen2-VL-2B's language model per token
+# and per layer: width 1,536, 12 query heads and 2 key/value heads of 128 dimensions, an MLP of
+# width 8,960.
 # ```
 #
 # ```{solution-start} ex-02-budget
@@ -428,12 +455,34 @@ pd.DataFrame({
 # ```
 #
 # ```python
-# [dataset_stats.compute_image_token_budget(3024, 4032, 256 * 784, blocks * 784).num_image_tokens for blocks in (256, 640, 1280)]
+# [dataset_stats.compute_image_token_budget(3024, 4032, 256 * 784, blocks * 784).num_image_tokens
+#  for blocks in (256, 640, 1280)]  # [234, 609, 1230]
 # ```
 #
 # The count grows about in proportion to `max_pixels` (a bit less, because sides round down to 28
-# px). Attention compares every token with every other, so its cost grows with the square of the
-# sequence length, and image tokens are most of the sequence.
+# px). The step's time grows about as fast, not with the square. A matrix product costs 2 FLOPs per
+# multiply-add; per token and per layer of the language model (width $d$ = 1,536, sequence length
+# $L$):
+#
+# - the **linear layers** cost the same whatever $L$: the query and output projections are
+#   $d \times d$, the key and value projections $d \times 256$, the MLP's three matrices
+#   $d \times 8960$, so $2 \times 46.8$ M $\approx$ 93.6 MFLOPs;
+# - **attention itself**, the scores $QK^\top$ and the weighted sum of the values, costs
+#   $2dL$ FLOPs each, $4dL$ together: 1.5 MFLOPs at $L$ = 250, 8.0 MFLOPs at $L$ = 1,300.
+#
+# ```python
+# width, linear_flops = 1536, 2 * (2 * 1536**2 + 2 * 1536 * 256 + 3 * 1536 * 8960)
+# {length: 4 * width * length / (4 * width * length + linear_flops) for length in (250, 1300)}
+# ```
+#
+# So attention is 2% to 8% of the language model's work at these lengths (and causal masking
+# halves it again); the linear layers, whose cost grows linearly with $L$, are the rest. The square
+# shows more in the vision tower, which sees four 14-pixel patches per image token (936 to 4,920
+# patches here) at width 1,280: its linear layers cost 39.3 MFLOPs per patch and block, its
+# attention $4 \times 1280 \times P$, from 11% of its work at 936 patches to 39% at 4,920. But the
+# tower is frozen and runs forward only, while the language model also runs backward. The step
+# therefore grows about in proportion to the image tokens, a little faster at the largest budget.
+# {doc}`../book/costs` builds its time estimates from the same kind of arithmetic.
 #
 # ```{solution-end}
 # ```

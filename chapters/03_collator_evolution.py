@@ -34,6 +34,17 @@
 # Get it wrong and the model spends its training on predicting padding, image placeholders or the
 # prompt it was given, and learns the boxes slowly or not at all.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 
@@ -46,7 +57,7 @@ from myst_nb import glue
 from qwen_vl_utils import process_vision_info
 
 import vlmlib
-from vlmlib import collators, data, models, viz
+from vlmlib import collators, data, models, tokens, viz
 from vlmlib.config import load_config
 
 vlmlib.quiet_progress_bars()
@@ -140,9 +151,14 @@ pd.DataFrame(
 # ## V2: mask padding and the image
 #
 # V2 sets the padding and the three vision tokens (`<|vision_start|>`, `<|image_pad|>`,
-# `<|vision_end|>`) to -100. This is what TRL's own collator and the Hugging Face cookbook do
-# {cite}`vonwerra2022trl`: predicting the next placeholder is meaningless, because the model never
-# has to write an image.
+# `<|vision_end|>`) to -100: predicting the next placeholder is meaningless, because the model never
+# has to write an image. The Hugging Face cookbook's Qwen2-VL recipe does the same (its collator
+# lists the three token ids by number). TRL's own collator, `DataCollatorForVisionLanguageModeling`
+# {cite}`vonwerra2022trl`, which `SFTTrainer` uses for image data, does less: in the pinned TRL
+# 1.16 it sets only padding to -100, plus the prompt when `completion_only_loss` is on (data split
+# into prompt and completion) or every token outside the assistant's turns when
+# `assistant_only_loss` is on. On a plain conversation it leaves the vision tokens in the labels;
+# {ref}`sec-03-trl` counts them.
 
 # %% [markdown]
 # ```{literalinclude} ../vlmlib/collators.py
@@ -265,6 +281,7 @@ viz.plot_token_mask(
 # will actually have to write.
 
 # %% [markdown]
+# (sec-03-trl)=
 # ## Checking against TRL
 #
 # TRL's `DataCollatorForVisionLanguageModeling`, given the same data split into a prompt and a
@@ -304,6 +321,38 @@ trl_batch = DataCollatorForVisionLanguageModeling(
 # %% [markdown]
 # Each TRL answer ends `<|im_end|>\n`; V3's ends `<|im_end|>`. Everything before is identical (the
 # test suite checks the token lists).
+#
+# Without `completion_only_loss`, TRL's collator takes a whole conversation and masks only the
+# padding. Here are the same records as plain conversations, through TRL's collator and through V2,
+# counting the vision tokens each leaves in the labels:
+
+# %%
+vision_token_ids = torch.tensor(
+    processor.tokenizer.convert_tokens_to_ids(list(tokens.VISION_TOKENS))
+)
+conversations = []  # fresh ones: TRL's collator fills the placeholders of `examples` in place
+for record in records:
+    conversation = data.build_conversation(
+        record, min_pixels=min_pixels, max_pixels=max_pixels
+    )
+    images, _ = process_vision_info(conversation)
+    conversation[1]["content"][0] = {"type": "image"}
+    conversations.append({"messages": conversation, "images": images})
+trl_conversation_batch = DataCollatorForVisionLanguageModeling(processor=processor)(
+    conversations
+)
+v2_batch = collators.CollatorV2(processor)(records)
+pd.Series({
+    "vision tokens in input_ids": int(torch.isin(v2_batch["input_ids"], vision_token_ids).sum()),
+    "... in TRL's labels": int(
+        torch.isin(trl_conversation_batch["labels"], vision_token_ids).sum()
+    ),
+    "... in V2's labels": int(torch.isin(v2_batch["labels"], vision_token_ids).sum()),
+})
+
+# %% [markdown]
+# TRL trains on every vision token of a conversation: the model is asked to predict each
+# `<|image_pad|>` from the ones before it. V2, like the cookbook, trains on none of them.
 
 # %% [markdown]
 # ## Checks that fail loudly
@@ -328,6 +377,8 @@ except ValueError as error:
 # - V1 trains on everything, V2 drops padding and image tokens, V3 trains on the answer and its `<|im_end|>` only.
 # - The answer must be found in the processed ids: the tokenizer alone counts the image as one token.
 # - V3 agrees with TRL's completion-only collator, except for a newline the model never writes.
+# - TRL's collator masks only padding on a plain conversation, vision tokens stay in its labels;
+#   V2 and the cookbook mask them.
 #
 # ## Exercises
 #

@@ -29,13 +29,25 @@
 # - Set up a fair comparison: the same model, seed, data and number of steps, with only the masking strategy changed.
 # - Explain why the training losses of the two strategies cannot be compared directly.
 # - Measure the loss on the answer tokens alone, on held-out images, for both runs.
-# - Compare the gradient norms of the two runs and how often they are clipped.
+# - Measure why a smaller weight on the answer shrinks an SGD step but hardly an AdamW step, and
+#   compare the two runs' gradients by size, direction and clipping.
 # - Decide which strategy finds nutrition tables better, from IoU and parse failures on held-out images.
 #
 # Chapter 3 built `CollatorV3`, which trains either on all text (`all_tokens`) or on the answer and its
 # closing `<|im_end|>` alone (`assistant_only`). Both are reasonable on paper: the first gives the
 # model more tokens to learn from, the second spends every unit of loss on what the model must write.
 # This chapter settles the question the way it should be settled: by training both and measuring.
+
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
 
 # %% [markdown]
 # ## Setup
@@ -46,11 +58,12 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 from IPython.display import Markdown
 from myst_nb import glue
 
 import vlmlib
-from vlmlib import collators, data, evaluation, models, training, viz
+from vlmlib import collators, data, evaluation, models, optimizer_steps, training, viz
 from vlmlib.callbacks import (AnswerLossCallback, GradNormCallback, IoUEvalCallback,
                                build_callbacks)
 from vlmlib.config import config_to_dict, load_config
@@ -101,10 +114,15 @@ pd.Series(num_in_loss, name="tokens in the loss, first batch")
 
 # %% [markdown]
 # Under `all_tokens` the answer is only {glue:text}`masking_answer_share` of the tokens in the loss.
-# The loss is a mean over those tokens, so each answer token weighs {glue:text}`masking_answer_share`
-# of what it weighs under `assistant_only`: with the same learning rate, the answer gets a smaller
-# step, and the rest of each update goes to predicting system and user text that never changes.
-# Whether that hurts, or the extra tokens help, is what the two runs will tell.
+# The loss is a mean over those tokens, so the answer's part of the `all_tokens` loss is $w L$,
+# where $L$ is the `assistant_only` loss and $w$ is that share: the answer's gradient is $w$ times
+# smaller. The rest of the gradient comes from predicting system and user text that never changes,
+# so the `all_tokens` gradient also points elsewhere. Whether a smaller gradient means a smaller
+# step depends on the optimizer: with plain SGD it does, but the course trains with AdamW, which
+# divides each gradient by its own running size. Once both runs are trained, the section
+# {ref}`sec-04-answer-weight` measures which of the two differences, size or direction, survives
+# the optimizer. Whether the prompt's share hurts, or the extra tokens help, is what the two runs
+# will tell.
 
 # %% [markdown]
 # ## The budget
@@ -252,10 +270,13 @@ glue("masking_loss_sentence", Markdown(
 # ## Gradient norms
 #
 # The Trainer logs the gradient norm before clipping at each logging step, and `GradNormCallback`
-# adds the fraction of steps whose gradient was clipped to `max_grad_norm`. The `all_tokens` loss
-# averages over more tokens, many of them easy prompt tokens, which changes both the size and the
-# direction of each update; clipping on most steps would mean that the learning rate is too high
-# for that loss scale.
+# adds the fraction of steps whose gradient was clipped. Clipping compares the gradient's norm with
+# `max_grad_norm` ({glue:text}`masking_max_grad_norm` here) and, when the norm is larger, shrinks
+# the gradient to that length before the optimizer sees it; the learning rate plays no part in it.
+# The `all_tokens` loss averages over more tokens, many of them prompt tokens, so its gradient has
+# another size and another direction, and clipping may fire on different steps in the two runs.
+# A run clipped on most steps has gradients above the threshold, so the threshold rescales every
+# step instead of catching the odd spike.
 
 # %% mystnb={"figure": {"caption": "Top: gradient norm before clipping. Bottom: the fraction of steps since the previous log whose gradient was clipped.", "name": "fig-04-gradient-norms"}}
 figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
@@ -284,10 +305,99 @@ glue("masking_gradient_sentence", Markdown(
     f"`{larger_norm}` has the larger gradients on average ({mean_norm[larger_norm]:.3f} against "
     f"{mean_norm[smaller_norm]:.3f}); clipping cut {clipped['all_tokens']:.0%} of the `all_tokens` steps "
     f"and {clipped['assistant_only']:.0%} of the `assistant_only` steps."), display=False)
+glue("masking_max_grad_norm", f"{recipe.max_grad_norm:g}", display=False)
 gradient_summary.round(3)
 
 # %% [markdown]
 # {glue:md}`masking_gradient_sentence`
+
+# %% [markdown]
+# (sec-04-answer-weight)=
+# ## What the answer's weight does to a step
+#
+# Under `all_tokens` the answer's part of the loss is $w L$ instead of $L$, with $w$ =
+# {glue:text}`masking_answer_share`. With SGD a step is the learning rate times the gradient, so
+# the answer's step shrinks by $w$ too, and a learning rate divided by $w$ would give it back.
+# AdamW ({cite}`kingma2015adam`, {cite}`loshchilov2019adamw`) keeps two running averages per
+# weight, $\hat m$ of the gradient $g$ and $\hat v$ of its square, and steps by
+#
+# $$\Delta\theta = -\eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}$$
+#
+# (plus weight decay, `training.weight_decay`, 0 by default). Multiply every gradient by $w$ and
+# $\hat m$ grows $w$ times, $\sqrt{\hat v}$ too, and the step stays the same: only $\epsilon$
+# (`1e-8`) keeps the cancellation from being exact.
+#
+# `optimizer_steps.compare_update_norms` measures it on the `assistant_only` model just trained:
+# from the same weights it takes three steps on one training record with the loss $L$, then three
+# with $w L$, with each optimizer at the recipe's learning rate and without clipping, and reports
+# how far the LoRA weights moved, relative to their size. The model's weights are restored after
+# each measurement.
+
+# %% [markdown]
+# ```{literalinclude} ../vlmlib/optimizer_steps.py
+# :pyobject: measure_relative_update
+# ```
+
+# %%
+step_model = trainers["assistant_only"].model.train()  # dropout on, as in training
+step_batches = {strategy: {key: value.to(step_model.device) for key, value in
+                           collators.CollatorV3(processor, mask_strategy=strategy)(first_batch[:1])
+                           .items()}
+                for strategy in STRATEGIES}  # one record: the same input_ids, two sets of labels
+
+
+def loss_on(strategy: str) -> optimizer_steps.LossFunction:
+    """Return a function computing the model's training loss on the step batch of `strategy`."""
+    return lambda model: training.compute_answer_loss(model, step_batches[strategy])
+
+
+optimizers = {
+    "SGD": lambda parameters: torch.optim.SGD(parameters, lr=recipe.learning_rate),
+    "AdamW": lambda parameters: torch.optim.AdamW(parameters, lr=recipe.learning_rate,
+                                                  weight_decay=recipe.weight_decay),
+}
+update_norms = optimizer_steps.compare_update_norms(
+    step_model, loss_on("assistant_only"), optimizers, loss_scale=answer_share, num_steps=3,
+    seed=recipe.seed)
+update_norms.map(lambda value: f"{value:.3g}")
+
+# %% tags=["hide-input"]
+glue("masking_sgd_ratio", f"{update_norms.loc['SGD', 'ratio (w*L over L)']:.0%}", display=False)
+glue("masking_adamw_ratio", f"{update_norms.loc['AdamW', 'ratio (w*L over L)']:.0%}",
+     display=False)
+
+# %% [markdown]
+# SGD's step on $w L$ is {glue:text}`masking_sgd_ratio` of its step on $L$, about $w$; AdamW's is
+# {glue:text}`masking_adamw_ratio`. With the optimizer the course uses, the answer's smaller weight
+# does not make its step smaller, and dividing the learning rate by $w$ would not restore anything:
+# it would make every AdamW step larger. (Compare the rows' sizes too: at the same learning rate
+# the two optimizers take steps of very different lengths, so a learning rate tuned for one is no
+# guide to the other.)
+#
+# What AdamW keeps is the direction. The `all_tokens` gradient is $w$ times the answer's gradient
+# plus $(1 - w)$ times the prompt's, and normalising its size leaves that mix as it is. On the same
+# record, here are the two strategies' gradients, compared by size (what clipping sees) and by the
+# cosine of the angle between them (1: the same direction, 0: unrelated):
+
+# %%
+gradients = {strategy: optimizer_steps.compute_flat_gradient(step_model, loss_on(strategy),
+                                                             seed=recipe.seed)
+             for strategy in STRATEGIES}
+cosine = torch.nn.functional.cosine_similarity(gradients["all_tokens"],
+                                               gradients["assistant_only"], dim=0)
+glue("masking_gradient_cosine", f"{float(cosine):.2f}", display=False)
+pd.Series({**{f"gradient norm, {strategy} loss": float(gradient.norm())
+              for strategy, gradient in gradients.items()},
+           "max_grad_norm": recipe.max_grad_norm,
+           "cosine between the two gradients": float(cosine)}).round(3)
+
+# %% [markdown]
+# The cosine is {glue:text}`masking_gradient_cosine`. The further it is below 1, the more of each
+# `all_tokens` step goes to reciting the prompt rather than to the answer, and no learning rate
+# changes that under AdamW: only the loss's weights do (masking the prompt, or weighting the answer
+# tokens more). The norms show the other difference: the strategy whose gradient is further above
+# `max_grad_norm` gets clipped more often. Clipping scales a gradient down before AdamW sees it, so
+# a clipped step weighs less in AdamW's running averages than an unclipped one.
 
 # %% [markdown]
 # ## Boxes on held-out images
@@ -386,7 +496,10 @@ glue("masking_verdict", Markdown(verdict), display=False)
 # - A fair comparison changes one setting: the two runs share model, seed, data order, steps and learning rate.
 # - Training losses over different tokens measure different things; the `all_tokens` loss includes an easy, fixed prompt.
 # - The loss on the answer tokens of held-out images compares both runs on the same tokens (`AnswerLossCallback`).
-# - Gradient norms and the fraction of clipped steps show whether each run's updates are sane at this learning rate.
+# - Under `all_tokens` the answer's gradient is $w$ times smaller. SGD's step shrinks with it;
+#   AdamW normalises the step's size, so what the strategy changes is the gradient's direction.
+# - Clipping compares each gradient's norm with `max_grad_norm`, whatever the learning rate; the
+#   fraction of clipped steps shows how often the threshold rescaled each run's gradient.
 # - IoU and parse failures on held-out images decide which strategy finds the tables, with a standard error to judge the gap.
 #
 # ## Exercises
@@ -408,17 +521,23 @@ glue("masking_verdict", Markdown(verdict), display=False)
 # ```{exercise}
 # :label: ex-04-learning-rate
 # Under `all_tokens`, each answer token weighs {glue:text}`masking_answer_share` of what it weighs
-# under `assistant_only`. Give the `all_tokens` run a learning rate divided by that share (one extra
-# override for that run only) and compare again. Does the gap close?
+# under `assistant_only`. A colleague proposes to divide the `all_tokens` learning rate by that
+# share, "to give the answer its step back". Predict from {ref}`sec-04-answer-weight` what that does
+# under AdamW, then try it: one extra override for the `all_tokens` run only,
+# `f"training.learning_rate={recipe.learning_rate / answer_share:g}"`. What would give the answer
+# more influence on each step instead?
 # ```
 #
 # ```{solution} ex-04-learning-rate
 # :class: dropdown
-# Build the `all_tokens` config with one more override,
-# `f"training.learning_rate={recipe.learning_rate / answer_share:g}"`, and rerun both. A larger
-# step restores the answer's share of each update, but the prompt tokens still pull the weights
-# towards reciting the prompt, and a larger step may be clipped more often; if the gap closes only
-# partly, the dilution was not the whole story.
+# The proposal holds for SGD, whose step is proportional to the gradient. AdamW divides each
+# gradient by its running root mean square, so the answer's step was never $w$ times smaller
+# (the table in {ref}`sec-04-answer-weight`: the ratio is close to 1). A learning rate divided by
+# $w$ makes every AdamW step, the prompt's part included, about $1/w$ times larger: a different
+# and riskier recipe, which may train faster for a few steps and then overshoot, not a fairer
+# comparison. What sets the answer's influence under AdamW is its weight *relative to the
+# prompt's* in the loss, since only the direction of the gradient survives the normalisation:
+# mask the prompt (`assistant_only`), or weight the answer tokens more than the prompt tokens.
 # ```
 #
 # ```{exercise}
@@ -436,5 +555,6 @@ glue("masking_verdict", Markdown(verdict), display=False)
 # ## References
 #
 # Completion-only loss and `SFTTrainer`: {cite}`vonwerra2022trl`. LoRA, the adapters both runs train:
-# {cite}`hu2021lora`. Qwen2-VL and its grounding format: {cite}`wang2024qwen2vl`. The full list is in
-# {doc}`../book/references`.
+# {cite}`hu2021lora`. Qwen2-VL and its grounding format: {cite}`wang2024qwen2vl`. Adam and AdamW,
+# the optimizer whose step ignores the loss's scale: {cite}`kingma2015adam`,
+# {cite}`loshchilov2019adamw`. The full list is in {doc}`../book/references`.

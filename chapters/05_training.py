@@ -35,6 +35,17 @@
 # up for a vision-language model, how to watch a run, and how to save and resume one. Every piece is
 # a `vlmlib` function, and `vlmlib train` on the command line calls the same ones.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 
@@ -179,15 +190,21 @@ pd.Series({"trainable (PEFT)": peft_counts.trainable, "trainable (r * (in + out)
 #
 # The frozen weights still take memory: Qwen2-VL-2B in bf16 is about 4.4 GB before activations and
 # optimizer state. QLoRA {cite}`dettmers2023qlora` stores the frozen weights in 4 bits and trains
-# LoRA adapters on top in 16-bit precision. The full profile (`model.load_in_4bit: true`) loads the
+# LoRA adapters on top. The full profile (`model.load_in_4bit: true`) loads the
 # model with three choices from that paper:
 #
 # - **nf4** ("4-bit NormalFloat"): 16 levels placed at the quantiles of a normal distribution, which
 #   is how trained weights are spread, so fewer levels are wasted than with evenly spaced ones;
 # - **double quantisation**: each block of 64 weights has a scale factor, and the scale factors are
 #   quantised too, saving about another 0.37 bits per weight;
-# - **bf16 compute**: each 4-bit weight is turned back into bfloat16 just before its matrix product,
-#   so the arithmetic, and the adapters' gradients, stay in 16-bit precision.
+# - **bf16 compute**: each 4-bit weight is turned back into bfloat16 just before its matrix
+#   product, so the arithmetic runs in 16-bit precision.
+#
+# The adapters themselves are not 16-bit: PEFT creates them in float32 (and `get_peft_model` casts
+# any 16-bit adapter up to float32), so their weights, their gradients and AdamW's state for them
+# stay in float32, while the Trainer's bf16 autocast runs their matrix products in bfloat16. They
+# are a small share of the parameters, so full precision costs little memory and keeps small
+# updates from being rounded away.
 
 # %% [markdown]
 # ```{literalinclude} ../vlmlib/models.py
@@ -315,8 +332,10 @@ pd.Series({"positions in the batch": num_positions, "positions with a label": nu
 # in the config's `callbacks` section) say more:
 #
 # - `GradNormCallback` records the gradient norm at every optimizer step, after clipping, and the
-#   share of steps that clipping cut. Most steps clipped means the learning rate is too high for the
-#   loss's scale.
+#   share of steps that clipping cut. Clipping compares the gradient's norm with `max_grad_norm`
+#   and shrinks it to that length when it is larger; the learning rate plays no part. Most steps
+#   clipped means the gradients sit above the threshold, so it rescales every step rather than
+#   catching the odd spike: raise `max_grad_norm` if you want it to act only on spikes.
 # - `IoUEvalCallback` answers a fixed slice of held-out images every `callbacks.iou_eval_every_steps`
 #   steps and logs their mean IoU and parse-failure rate: the loss can fall while the boxes stay wrong,
 #   because the model learns the answer's format before it learns where tables are.

@@ -34,6 +34,17 @@
 # measure properly: every held-out image, every figure the field uses, the model before and after
 # fine-tuning side by side, and then a look at the images behind the numbers.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 
@@ -150,7 +161,10 @@ f"{len(eval_split)} held-out images, {sum(len(objects['bbox']) for objects in ev
 #
 # - **mean IoU**: each image's matched IoUs summed and divided by the larger of its numbers of
 #   predicted and true boxes (a missed or an invented box counts 0), averaged over images; an answer
-#   with no box scores 0. "mean IoU (parsed)" leaves those answers out.
+#   with no box scores 0. "mean IoU (parsed)" leaves those answers out. This is the course's own
+#   definition. Published "mean IoU" figures for this dataset are often computed otherwise (for
+#   example over matched boxes only, or one box per image), so compare them with ours only after
+#   checking how each was computed.
 # - **precision, recall, F1 at IoU 0.5**: a matched pair with IoU >= 0.5 is a true positive; precision
 #   is true positives over predicted boxes, recall over true boxes, F1 their harmonic mean.
 # - **mAP@0.5 and mAP@[.5:.95]**: COCO's average precision ([cocodataset.org](https://cocodataset.org/#detection-eval)),

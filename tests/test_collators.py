@@ -110,6 +110,27 @@ def test_collator_v3_matches_trl_completion_only_collator(tiny_processor, mixed_
     assert torch.equal(trl_batch["pixel_values"], ours["pixel_values"])
 
 
+def test_trl_collator_masks_only_padding_and_keeps_vision_tokens_of_a_conversation(tiny_processor,
+                                                                                  mixed_records):
+    """What chapter 03 and CollatorV2's docstring say TRL 1.16 does, unlike V2 and the cookbook.
+    If a TRL upgrade starts masking vision tokens, this fails and the text must change."""
+    min_pixels, max_pixels = get_pixel_budget(tiny_processor)
+    examples = []
+    for record in mixed_records:
+        conversation = build_conversation(record, min_pixels=min_pixels, max_pixels=max_pixels)
+        images, _ = process_vision_info(conversation)
+        conversation[1]["content"][0] = {"type": "image"}  # TRL fills the placeholder from "images"
+        examples.append({"messages": conversation, "images": images})
+    trl_batch = DataCollatorForVisionLanguageModeling(processor=tiny_processor)(examples)
+    ours = CollatorV2(tiny_processor)(mixed_records)
+    assert torch.equal(trl_batch["input_ids"], ours["input_ids"])
+    expected = trl_batch["input_ids"].masked_fill(trl_batch["attention_mask"] == 0, IGNORE_INDEX)
+    assert torch.equal(trl_batch["labels"], expected)  # padding is all TRL masks
+    vision_ids = torch.tensor(tiny_processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))
+    assert int(torch.isin(trl_batch["labels"], vision_ids).sum()) > 0
+    assert int(torch.isin(ours["labels"], vision_ids).sum()) == 0
+
+
 def test_collator_v3_batch_gives_finite_loss_in_tiny_model(tiny_model, tiny_processor, mixed_records):
     batch = CollatorV3(tiny_processor)(mixed_records)
     with torch.no_grad():

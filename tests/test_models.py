@@ -174,6 +174,19 @@ def test_apply_lora_on_a_4bit_model_warns_nothing(tiny_config, tiny_assets):
     assert [str(warning.message) for warning in caught] == []
 
 
+def test_apply_lora_keeps_the_adapters_in_float32_on_a_4bit_bf16_model(tiny_config, tiny_assets):
+    """Chapter 05, "QLoRA on the full profile": the base is 4-bit with bf16 compute, the adapters
+    (and so their gradients and AdamW's state) stay float32."""
+    config = with_overrides(tiny_config, ["model.load_in_4bit=true", "model.dtype=bfloat16"])
+    model = apply_lora(load_model(config), config)
+    adapters = {name: parameter.dtype for name, parameter in model.named_parameters()
+                if parameter.requires_grad}
+    assert adapters and all("lora_" in name for name in adapters)
+    assert set(adapters.values()) == {torch.float32}
+    base_layer = model.get_base_model().model.language_model.layers[0]
+    assert base_layer.mlp.up_proj.weight.dtype == torch.uint8  # the 4-bit base, packed
+
+
 def test_4bit_model_on_cpu_still_trains_after_a_no_grad_eval_forward(tiny_config, tiny_assets, tiny_processor,
                                                                      tiny_splits):
     from vlmlib.collators import CollatorV3

@@ -14,6 +14,7 @@ of the pipeline is written once:
 | `collators` | `CollatorV1` to `CollatorV3`: which tokens the loss sees              |
 | `training`  | SFTTrainer wiring, the answer-only loss, saving a run                |
 | `callbacks` | gradient norms, IoU on held-out images while training, console log   |
+| `optimizer_steps` | how far SGD and AdamW steps move the weights as the loss is scaled |
 | `inference` | batched generation, with a confidence per answer                     |
 | `parsing`   | reading boxes back from answers                                      |
 | `metrics`   | IoU and one-to-one matching                                          |

@@ -30,8 +30,9 @@ class GradNormCallback(TrainerCallback):
     """Record, at every optimizer step, the gradient norm the optimizer applies and whether clipping cut it.
 
     Why: the Trainer logs the raw (pre-clipping) norm only at logging steps. Between them a run can
-    clip on most steps, which means the learning rate is too high for the loss scale; this logs
-    `grad_norm_applied` (mean over the window) and `clipped_fraction` so that shows up.
+    clip on most steps: its gradient norm sits above `max_grad_norm`, so the threshold rescales
+    every step instead of catching the odd spike (the learning rate plays no part in clipping).
+    This logs `grad_norm_applied` (mean over the window) and `clipped_fraction` so that shows up.
     Explained in: chapter 04, "Gradient norms", and chapter 05, "Watching training".
     """
 

@@ -3,7 +3,7 @@
 Why: the `labels` tensor is the whole of what fine-tuning teaches. Every position left at its token
 id is a token the model is trained to predict; every -100 is ignored. The three versions below are
 the course's story of getting that right.
-Explained in: chapter 03, "Collator evolution".
+Explained in: chapter 03, "Collators: deciding what the model learns".
 
 | version    | trains on                                                    | what it fixes                                    |
 | ---------- | ------------------------------------------------------------ | ------------------------------------------------ |
@@ -89,9 +89,12 @@ class CollatorV2(CollatorV1):
     """Trains on text only: system, user and answer tokens; padding and vision tokens are -100.
 
     Differs from V1: masks padding (`attention_mask == 0`) and `<|vision_start|>`, `<|vision_end|>`,
-    `<|image_pad|>`, as TRL's own collator and the Hugging Face cookbook do. It still trains on the
-    system and user text, which is the same in every example, so part of the loss teaches the model
-    to recite the prompt.
+    `<|image_pad|>`, as the Hugging Face cookbook's Qwen2-VL collator does. TRL 1.16's
+    `DataCollatorForVisionLanguageModeling` masks only padding (plus the prompt with
+    `completion_only_loss`, or all but the assistant's turns with `assistant_only_loss`), so on
+    conversational data it trains on the vision tokens. V2 still trains on the system and user
+    text, which is the same in every example, so part of the loss teaches the model to recite the
+    prompt.
     Explained in: chapter 03, "V2: mask padding and the image".
     """
 

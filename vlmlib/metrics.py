@@ -3,7 +3,7 @@
 Why: "the answer looks right" is not a measurement. IoU turns each predicted box into a number
 between 0 and 1, and matching decides which prediction answers which ground-truth box when an
 image has several.
-Explained in: chapter 05, "Measuring boxes with IoU".
+Explained in: chapter 06, "From answers to figures".
 
 Every box here is `box_xyxy`: (x1, y1, x2, y2) in pixels, x1 <= x2 and y1 <= y2. Convert `box_qwen`
 with `vlmlib.boxes.convert_qwen_box_to_xyxy` and `box_hub` with `vlmlib.boxes.convert_hub_box_to_xyxy` first.
@@ -30,7 +30,7 @@ def compute_iou(box_a_xyxy: Sequence[float], box_b_xyxy: Sequence[float]) -> flo
 
     Why: IoU is the standard score for one box against another: 1 when they coincide, 0 when they
     do not overlap, and it does not depend on the image's size.
-    Explained in: chapter 05, "Measuring boxes with IoU".
+    Explained in: chapter 06, "From answers to figures".
 
     The intersection is the rectangle both boxes cover: its left edge is the larger of the two left
     edges, its right edge the smaller of the two right edges (likewise top and bottom). When the
@@ -60,7 +60,7 @@ def compute_iou_matrix(boxes_a_xyxy: Sequence[Sequence[float]], boxes_b_xyxy: Se
     """Return the IoU of every box in `boxes_a_xyxy` with every box in `boxes_b_xyxy`.
 
     Why: matching needs all pairwise scores at once.
-    Explained in: chapter 05, "Several tables in one image".
+    Explained in: chapter 06, "From answers to figures".
 
     Returns:
         (len(boxes_a_xyxy), len(boxes_b_xyxy)) float64 array; entry [i, j] is the IoU of a[i] with b[j].
@@ -106,7 +106,7 @@ def match_boxes(
 
     Why: with two tables in an image, a prediction must not score against the table it did not
     find, and one prediction must not count for two tables.
-    Explained in: chapter 05, "Several tables in one image".
+    Explained in: chapter 06, "From answers to figures".
 
     When both sides have at most `MAX_BOXES_FOR_EXACT_MATCHING` boxes every pairing is tried, so the
     result is optimal. With more boxes the matching is greedy (highest IoU first), which can miss
@@ -135,7 +135,7 @@ def compute_image_mean_iou(predicted_xyxy: Sequence[Sequence[float]], ground_tru
 
     Why: dividing by the larger side punishes both a missed table (an unmatched ground-truth box)
     and an invented one (an unmatched prediction); each counts as an IoU of 0.
-    Explained in: chapter 05, "One score per image".
+    Explained in: chapter 06, "From answers to figures".
 
     Returns:
         A float in [0, 1]; NaN when both lists are empty, since there is nothing to score (every

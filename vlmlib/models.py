@@ -76,7 +76,7 @@ def load_processor(config: Config, model_path: Path | str | None = None) -> Qwen
     keys `min_pixels: 3136, max_pixels: 12845056`, and transformers 5.23 lets them override a `size=`
     argument: a 2592x1944 photo would then cost about 6,400 tokens instead of about 600. Passing the
     budget to the image processor under the old names makes ours win, and the check makes sure it did.
-    Explained in: chapter 02, "The pixel budget".
+    Explained in: chapter 02, "From pixels to image tokens".
 
     Raises:
         RuntimeError: the loaded processor's budget is not the config's (a transformers change).
@@ -109,7 +109,7 @@ def resolve_compute_dtype(config: Config) -> torch.dtype:
     Why: bf16 is the QLoRA recipe's dtype, but the T4 of free notebook services has no bf16; there
     "auto" falls back to fp16. This is the one place that decides: 4-bit compute, the weights' dtype
     and the trainer's mixed precision (`vlmlib.training.build_sft_config`) all read it.
-    Explained in: chapter 05, "QLoRA".
+    Explained in: chapter 05, "QLoRA on the full profile".
     """
     if config.model.dtype != "auto":
         return _DTYPES[config.model.dtype]
@@ -136,10 +136,12 @@ def get_device_map(config: Config) -> dict[str, int | str] | str | None:
 def load_model(config: Config, model_path: Path | str | None = None) -> Qwen2VLForConditionalGeneration:
     """Return Qwen2-VL on the configured device, in 4-bit nf4 when `model.load_in_4bit` (QLoRA).
 
-    Why: 4-bit weights cut the 2B model's memory about three-fold (the embeddings stay 16-bit), so it
-    trains on an 8 GB card. On a CPU, bitsandbytes' CPU backend runs the same nf4 layers (slowly): the
+    Why: 4-bit weights cut the 2B model's memory about three-fold, not four-fold: the 1.97 B weights
+    of its linear layers become nf4 (with double quantisation about 0.52 byte each), but the other
+    236 M (the token embedding, biases, norms and the patch embedding) stay 16-bit, so 4.4 GB of
+    bf16 weights become about 1.5 GB. It trains on an 8 GB card. On a CPU, bitsandbytes' CPU backend runs the same nf4 layers (slowly): the
     course's full-profile rehearsal uses it.
-    Explained in: chapter 05, "QLoRA".
+    Explained in: chapter 05, "QLoRA on the full profile".
     """
     dtype = resolve_compute_dtype(config)
     quantization_config = None
@@ -242,7 +244,7 @@ def restrict_input_grads_to_language_model(model: torch.nn.Module) -> int:
     then requires a gradient, so backward (and checkpoint recompute) runs through all 32 frozen vision
     blocks for nothing: 2-3x the vision compute. The language model's hook stays; call this after
     checkpointing is switched on, unless the vision tower itself trains (`lora.train_vision`).
-    Explained in: chapter 05, "What QLoRA trains".
+    Explained in: chapter 05, "QLoRA on the full profile".
     """
     qwen = model
     while not isinstance(qwen, Qwen2VLForConditionalGeneration):
@@ -308,7 +310,7 @@ def load_run(run_dir: Path | str, overrides: list[str] | None = None) -> tuple[Q
     """Load a saved training run: its config, the base model with its adapter (or a full model), its processor.
 
     Why: a run folder (`vlmlib train` or `vlmlib.training.train`) holds everything needed to use the model.
-    Explained in: chapter 06, "Loading the fine-tuned model".
+    Explained in: chapter 06, "A model to evaluate".
 
     Raises:
         FileNotFoundError: the folder does not exist, or misses a file (see `check_run_folder`).
