@@ -15,23 +15,6 @@
 
 # %% [markdown]
 # # 1. Dataset EDA: what the model will learn from
-#
-# ```{note}
-# The outputs on this page were produced with the **{glue:text}`eda_profile`** profile
-# ({glue:text}`eda_source`).
-# ```
-#
-# **Learning objectives**
-#
-# - Load the nutrition-table dataset through `vlmlib` and inspect its features, splits and records.
-# - Convert a box between the three conventions the course uses: the Hub's, pixels, and Qwen2-VL's grid.
-# - Measure image sizes, boxes per image, box coverage, shapes, positions and categories.
-# - Derive the pixel budget, the prompt and the answer length for training from those measurements.
-#
-# Fine-tuning teaches a model whatever its data shows it, including the data's quirks. Before
-# touching the model we look at what it will learn from: how big the photos are, how many tables
-# each holds, where they sit and how large they are. Each measurement ends in a decision for
-# training, collected at the end of the page as settings computed from the data.
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
@@ -43,6 +26,35 @@ if importlib.util.find_spec("vlmlib") is None:
     importlib.invalidate_caches()
 from vlmlib.notebook_setup import set_up_notebook
 set_up_notebook()
+
+# %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
+from vlmlib.notes import show_profile_note
+
+show_profile_note("tiny", """
+```{note}
+The outputs on this page were produced with the **tiny** profile, from a synthetic copy of the
+dataset.
+```
+""")
+show_profile_note("full", """
+```{note}
+The outputs on this page were produced with the **full** profile, from the Hub dataset
+`openfoodfacts/nutrition-table-detection`.
+```
+""")
+
+# %% [markdown]
+# **Learning objectives**
+#
+# - Load the nutrition-table dataset through `vlmlib` and inspect its features, splits and records.
+# - Convert a box between the three conventions the course uses: the Hub's, pixels, and Qwen2-VL's grid.
+# - Measure image sizes, boxes per image, box coverage, shapes, positions and categories.
+# - Derive the pixel budget, the prompt and the answer length for training from those measurements.
+#
+# Fine-tuning teaches a model whatever its data shows it, including the data's quirks. Before
+# touching the model we look at what it will learn from: how big the photos are, how many tables
+# each holds, where they sit and how large they are. Each measurement ends in a decision for
+# training, collected at the end of the page as settings computed from the data.
 
 # %% [markdown]
 # ## Setup
@@ -69,10 +81,6 @@ datasets.disable_progress_bars()
 transformers.utils.logging.disable_progress_bar()
 
 config = load_config()
-is_tiny = config.profile == "tiny"
-glue("eda_profile", config.profile, display=False)
-glue("eda_source", "a synthetic copy of the dataset" if is_tiny
-     else config.data.dataset_id, display=False)
 config.profile
 
 # %% [markdown]
@@ -101,14 +109,16 @@ splits["train"].features
 record = splits["train"][0]
 {key: value for key, value in record.items() if key != "image"}
 
-# %% [markdown]
-# ```{admonition} The tiny profile's synthetic data
-# :class: tip
-# Under `tiny`, each image is a coloured product label with a logo, some fake text, and one to
-# three tables drawn at known places, so every box is exact. The sizes, counts and categories are
-# chosen to look like the Hub dataset's, not measured from it: the numbers on this page describe
-# the synthetic data. The `full` profile runs the same cells on the real photos.
-# ```
+# %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
+show_profile_note("tiny", """
+```{admonition} The tiny profile's synthetic data
+:class: tip
+Under `tiny`, each image is a coloured product label with a logo, some fake text, and one to
+three tables drawn at known places, so every box is exact. The sizes, counts and categories are
+chosen to look like the Hub dataset's, not measured from it: the numbers on this page describe
+the synthetic data. The `full` profile runs the same cells on the real photos.
+```
+""")
 
 # %% [markdown]
 # ## Bad records
@@ -391,10 +401,6 @@ glue("eda_tokens_median",
      f"{recommendations.recommended_image_tokens_median:.0f}", display=False)
 glue("eda_max_new_tokens", wanted_new_tokens, display=False)
 glue("eda_config_max_new_tokens", configured_new_tokens, display=False)
-glue("eda_max_new_tokens_verdict",
-     "enough" if configured_new_tokens >= wanted_new_tokens
-     else "too short: raise it, or multi-box answers are cut off",
-     display=False)
 
 # %% [markdown]
 # **Pixel budget and image tokens.** The budget in use is {glue:text}`eda_current_max_pixels`
@@ -421,8 +427,9 @@ print(answer.replace("<|object_ref_end|>", "<|object_ref_end|>\n  ")
 
 # %% [markdown]
 # Generating it takes {glue:text}`eda_max_new_tokens` new tokens with the margin above; the
-# configured `callbacks.max_new_tokens` is {glue:text}`eda_config_max_new_tokens`, which is
-# {glue:text}`eda_max_new_tokens_verdict`.
+# configured `callbacks.max_new_tokens` is {glue:text}`eda_config_max_new_tokens`. If the
+# configured number is the smaller of the two, raise it: otherwise the answers of images with the
+# most tables are cut off before their last box closes.
 
 # %% [markdown]
 # ## Summary

@@ -260,7 +260,7 @@ glue("v1_trained", int(counts.loc["total", "V1"]), display=False)
 glue("v3_trained", int(counts.loc["total", "V3"]), display=False)
 counts
 
-# %% mystnb={"figure": {"caption": "Which positions of one example each collator trains on. The top strip gives each position's role; below, coloured positions reach the loss and grey ones are -100.", "name": "fig-03-token-mask"}}
+# %% mystnb={"figure": {"caption": "Which positions of one example each collator trains on. The top strip gives each position's role; below, coloured positions reach the loss and grey ones are -100.", "name": "fig-03-token-mask"}, "image": {"alt": "Four horizontal strips over the positions of example 0. The top strip colours each position by role: system in green, user in light blue, a long pink run of vision tokens, the assistant's answer in orange, and black padding at the end. Below, the V1 strip repeats every colour, so it trains on all positions; the V2 strip greys out the padding and the vision run; the V3 strip is grey everywhere except the short orange stretch of the answer."}}
 batches = {
     "V1": batch,
     "V2": collators.CollatorV2(processor)(records),
@@ -393,6 +393,94 @@ except ValueError as error:
 # `find_answer_mask` locates each turn by its `<|im_start|>` token and counts `<|im_end|>` tokens
 # from there, never by absolute position, and it ignores padded positions (`attention_mask == 0`).
 # So `collators.CollatorV3(processor, padding_side="left")(records)` trains on the same tokens.
+# ```
+#
+# ```{exercise} What V1 trains on that V3 does not
+# :label: ex-03-v1-minus-v3
+# For example 0 of the batch, find the positions V1 trains on and V3 does not, and count them by
+# role (`roles[0]`, and the labels of `batch` and `v3_batch`). Some of them belong to the
+# assistant's turn: which tokens are they, and why does V3 leave them out?
+# ```
+#
+# ```{solution-start} ex-03-v1-minus-v3
+# :class: dropdown
+# ```
+#
+# ```python
+# is_v1_only = ((batch["labels"][0] != collators.IGNORE_INDEX)
+#               & (v3_batch["labels"][0] == collators.IGNORE_INDEX))
+# Counter(role for role, only in zip(roles[0], is_v1_only.tolist()) if only)
+# ```
+#
+# Every padding, vision, system and user position of the example, and four positions of the
+# assistant's turn: the header `<|im_start|>`, `assistant`, `\n` that opens it, and the `\n` the
+# chat template writes after `<|im_end|>`. At inference the header is part of the prompt
+# (`add_generation_prompt=True` writes it), so the model never has to produce it, and the newline
+# comes after generation has stopped. Summed over the batch, these are the differences between the
+# V1 and V3 columns of the table in "What each version trains on".
+#
+# ```{solution-end}
+# ```
+#
+# ```{exercise} An answer that never ends
+# :label: ex-03-im-end
+# Copy V3's labels and set every `<|im_end|>` in them to -100, then decode the trained positions
+# as in "V3: learn from the answer only". A model fine-tuned on these labels still learns every
+# box. What does it do at inference, where `generate` stops at `<|im_end|>`? Which of chapter 2's
+# failure reasons would you expect to see more often?
+# ```
+#
+# ```{solution-start} ex-03-im-end
+# :class: dropdown
+# ```
+#
+# ```python
+# im_end_id = processor.tokenizer.convert_tokens_to_ids(tokens.IM_END_TOKEN)
+# labels = v3_batch["labels"].clone()
+# labels[labels == im_end_id] = collators.IGNORE_INDEX
+# [processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])[-30:]
+#  for row_ids, row_labels in zip(v3_batch["input_ids"], labels)]
+# ```
+#
+# Each answer loses one trained token, its last, so the loss curve looks normal. But nothing in
+# fine-tuning now teaches the model to write `<|im_end|>` after the last `<|box_end|>`: whatever it
+# knew about stopping comes from before, and training on answers that never end weakens it. A
+# model that does not stop keeps writing (another label, another box, repeated text) until
+# `max_new_tokens` cuts it off. Expect extra boxes, which lower precision in chapter 6, "truncated
+# box" when the cut falls inside a box, and every answer costing the full `max_new_tokens` of
+# generation time.
+#
+# ```{solution-end}
+# ```
+#
+# ```{exercise} What padding teaches
+# :label: ex-03-padding
+# V1 keeps the padding in its labels, and the batch is padded on the right, after the shorter
+# answers. From the counts in "V1: copy the input", what share of V1's trained positions in this
+# batch are padding? What is the target at those positions? The `attention_mask` is 0 there: does
+# that keep them out of the loss? Why would the same example give a different loss in a batch of
+# longer or shorter examples?
+# ```
+#
+# ```{solution-start} ex-03-padding
+# :class: dropdown
+# ```
+#
+# ```python
+# trained["V1"]["padding"] / sum(trained["V1"].values())
+# ```
+#
+# Every pad is `<|endoftext|>` (`processor.tokenizer.pad_token`), so at a pad the target is one
+# more `<|endoftext|>`, and at the last real token of a short example it is the first pad. These
+# targets are easy and teach nothing about boxes, yet each counts as much as a digit of the
+# answer. The `attention_mask` only stops other positions from *attending to* the pads; the model
+# still computes logits there, and the loss uses every position whose label is not -100. How many
+# pads an example gets depends on the longest example in its batch, not on the example itself, so
+# the mean loss moves with the company an example keeps, and a batch of equal lengths has none.
+# Setting their labels to -100 (V2 and V3) takes them out of both the sum and the count that the
+# loss is averaged over.
+#
+# ```{solution-end}
 # ```
 #
 # ```{exercise}

@@ -15,15 +15,40 @@
 
 # %% [markdown]
 # # 4. Masking comparison: train on every token, or on the answer alone?
-#
-# ```{note}
-# The outputs on this page were produced with the **{glue:text}`masking_profile`** profile. Under
-# `tiny` the model is the pretrained tiny Qwen2-VL ({doc}`../book/tiny_model`), fine-tuned for a few
-# minutes on synthetic images: its numbers show how to run and read the comparison, and the `full`
-# profile's numbers are the ones to quote. {glue:text}`masking_cost_note`
-# {doc}`the course's cost page <../book/costs>`.
-# ```
-#
+
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+from vlmlib.notebook_setup import set_up_notebook
+set_up_notebook()
+
+# %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
+from vlmlib.notes import show_profile_note
+
+show_profile_note("tiny", """
+```{note}
+The outputs on this page were produced with the **tiny** profile: the pretrained tiny Qwen2-VL
+({doc}`../book/tiny_model`), fine-tuned for a few minutes on synthetic images. Its numbers show
+how to run and read the comparison; the full profile's numbers are the ones to quote. The full
+profile runs this page on a GPU; its time and memory there are estimated on
+{doc}`the course's cost page <../book/costs>`.
+```
+""")
+show_profile_note("full", """
+```{note}
+The outputs on this page were produced with the **full** profile: Qwen2-VL-2B-Instruct and the
+Open Food Facts dataset on a GPU. Its GPU time is an estimate, not a measurement: about 13 minutes
+on an NVIDIA L4 and 7 on an A100, the longest cell (one training run) about 5 minutes on the L4,
+on a card of 12 GB or more. The arithmetic is on {doc}`the course's cost page <../book/costs>`.
+```
+""")
+
+# %% [markdown]
 # **Learning objectives**
 #
 # - Set up a fair comparison: the same model, seed, data and number of steps, with only the masking strategy changed.
@@ -38,17 +63,6 @@
 # model more tokens to learn from, the second spends every unit of loss on what the model must write.
 # This chapter settles the question the way it should be settled: by training both and measuring.
 
-# %% tags=["remove-cell"]
-# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
-if importlib.util.find_spec("vlmlib") is None:
-    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
-    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
-    importlib.invalidate_caches()
-from vlmlib.notebook_setup import set_up_notebook
-set_up_notebook()
-
 # %% [markdown]
 # ## Setup
 
@@ -59,7 +73,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from IPython.display import Markdown
 from myst_nb import glue
 
 import vlmlib
@@ -73,12 +86,6 @@ STRATEGIES = ("all_tokens", "assistant_only")  # the two named configs compared 
 config = load_config()
 processor = models.load_processor(config)
 splits = data.load_configured_splits(config)
-glue("masking_profile", config.profile, display=False)
-glue("masking_cost_note", "The full profile runs this page on a GPU; its time and memory there "
-     "are estimated on" if config.profile == "tiny" else
-     "Its GPU time is an estimate, not a measurement: about 13 minutes on an NVIDIA L4 and 7 on an "
-     "A100, the longest cell (one training run) about 5 minutes on the L4, on a card of 12 GB or "
-     "more. The arithmetic is on", display=False)
 pd.Series({"profile": config.profile, "training images": len(splits["train"]),
            "held-out images": len(splits["eval"])})
 
@@ -229,7 +236,7 @@ histories = {strategy: pd.DataFrame(trainer.state.log_history)
 # At the top, each run's training loss on the tokens it trains on; below, the loss on the answer
 # tokens of the held-out images, the same measurement for both runs.
 
-# %% mystnb={"figure": {"caption": "Top: training loss, each run on its own trained tokens. Bottom: loss on the answer tokens of held-out images, the same tokens for both runs.", "name": "fig-04-loss-curves"}}
+# %% mystnb={"figure": {"caption": "Top: training loss, each run on its own trained tokens. Bottom: loss on the answer tokens of held-out images, the same tokens for both runs.", "name": "fig-04-loss-curves"}, "image": {"alt": "Two line charts against training step, one line per masking strategy: the training loss of each run on its own tokens, and below it the loss on the answer tokens of held-out images"}}
 figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
 top, bottom = figure.subplots(2, 1)
 viz.plot_loss_curves(histories, "loss", ylabel="loss per trained token (nats)",
@@ -244,27 +251,19 @@ def last_value(metric: str) -> dict[str, float]:
     return {name: float(history[metric].dropna().iloc[-1]) for name, history in histories.items()}
 
 
-def order_runs(values: dict[str, float], is_higher_better: bool) -> tuple[str, str]:
-    """Return (better run, other run) for two runs' values."""
-    better = max(values, key=values.get) if is_higher_better else min(values, key=values.get)
-    return better, next(name for name in values if name != better)
-
-
 train_loss, answer_loss = last_value("loss"), last_value("eval_answer_loss")
-lower_train, higher_train = order_runs(train_loss, is_higher_better=False)
-lower_answer, higher_answer = order_runs(answer_loss, is_higher_better=False)
-agreement = ("the two losses disagree, which is why training losses cannot be compared directly"
-             if lower_train != lower_answer else
-             "here the two agree, but only the lower curves compare the runs on the same tokens")
-glue("masking_loss_sentence", Markdown(
-    f"`{lower_train}` ends with the lower training loss ({train_loss[lower_train]:.3f} against "
-    f"{train_loss[higher_train]:.3f} nats per token), {'while' if lower_train != lower_answer else 'and'} on the "
-    f"held-out answers `{lower_answer}` is lower{'' if lower_train != lower_answer else ' too'} "
-    f"({answer_loss[lower_answer]:.3f} against {answer_loss[higher_answer]:.3f}): {agreement}."),
-    display=False)
+for strategy in STRATEGIES:
+    glue(f"masking_train_loss_{strategy}", f"{train_loss[strategy]:.3f}", display=False)
+    glue(f"masking_answer_loss_{strategy}", f"{answer_loss[strategy]:.3f}", display=False)
 
 # %% [markdown]
-# In {numref}`fig-04-loss-curves`, {glue:md}`masking_loss_sentence`
+# In {numref}`fig-04-loss-curves`, the last training loss is
+# {glue:text}`masking_train_loss_all_tokens` nats per token for `all_tokens` and
+# {glue:text}`masking_train_loss_assistant_only` for `assistant_only`; on the held-out answers it
+# is {glue:text}`masking_answer_loss_all_tokens` and {glue:text}`masking_answer_loss_assistant_only`.
+# The top pair averages over different tokens, so it cannot rank the runs, even when it happens to
+# agree with the bottom pair. The bottom pair measures both runs on the same answer tokens: the
+# lower held-out answer loss is the run that predicts the answers better.
 
 # %% [markdown]
 # ## Gradient norms
@@ -278,7 +277,7 @@ glue("masking_loss_sentence", Markdown(
 # A run clipped on most steps has gradients above the threshold, so the threshold rescales every
 # step instead of catching the odd spike.
 
-# %% mystnb={"figure": {"caption": "Top: gradient norm before clipping. Bottom: the fraction of steps since the previous log whose gradient was clipped.", "name": "fig-04-gradient-norms"}}
+# %% mystnb={"figure": {"caption": "Top: gradient norm before clipping. Bottom: the fraction of steps since the previous log whose gradient was clipped.", "name": "fig-04-gradient-norms"}, "image": {"alt": "Two line charts against training step, one line per masking strategy: the gradient norm before clipping, and below it the fraction of steps whose gradient was clipped"}}
 figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
 top, bottom = figure.subplots(2, 1)
 viz.plot_loss_curves(histories, "grad_norm", ylabel="L2 norm of the LoRA gradients",
@@ -299,17 +298,20 @@ gradient_summary = pd.DataFrame({
            "last gradient norm": histories[name]["grad_norm"].dropna().iloc[-1],
            "steps clipped": fraction_clipped(trainer)}
     for name, trainer in trainers.items()})
-mean_norm, clipped = gradient_summary.loc["mean gradient norm"], gradient_summary.loc["steps clipped"]
-larger_norm, smaller_norm = order_runs(mean_norm.to_dict(), is_higher_better=True)
-glue("masking_gradient_sentence", Markdown(
-    f"`{larger_norm}` has the larger gradients on average ({mean_norm[larger_norm]:.3f} against "
-    f"{mean_norm[smaller_norm]:.3f}); clipping cut {clipped['all_tokens']:.0%} of the `all_tokens` steps "
-    f"and {clipped['assistant_only']:.0%} of the `assistant_only` steps."), display=False)
+for strategy in STRATEGIES:
+    glue(f"masking_mean_norm_{strategy}",
+         f"{gradient_summary.loc['mean gradient norm', strategy]:.3f}", display=False)
+    glue(f"masking_clipped_{strategy}",
+         f"{gradient_summary.loc['steps clipped', strategy]:.0%}", display=False)
 glue("masking_max_grad_norm", f"{recipe.max_grad_norm:g}", display=False)
 gradient_summary.round(3)
 
 # %% [markdown]
-# {glue:md}`masking_gradient_sentence`
+# The mean gradient norm is {glue:text}`masking_mean_norm_all_tokens` for `all_tokens` and
+# {glue:text}`masking_mean_norm_assistant_only` for `assistant_only`; clipping cut
+# {glue:text}`masking_clipped_all_tokens` of the `all_tokens` steps and
+# {glue:text}`masking_clipped_assistant_only` of the `assistant_only` steps. The run with the larger
+# norms is the one clipping reshapes more often.
 
 # %% [markdown]
 # (sec-04-answer-weight)=
@@ -416,79 +418,80 @@ for strategy, trainer in trainers.items():
 columns = ["images", "parse failure rate", "mean IoU", "precision@0.5", "recall@0.5", "F1@0.5"]
 evaluation.compare_reports(reports)[columns].round(3)
 
-# %% mystnb={"figure": {"caption": "Mean IoU on the held-out slice while training (IoUEvalCallback); a parse failure counts as IoU 0.", "name": "fig-04-heldout-iou"}}
+# %% mystnb={"figure": {"caption": "Mean IoU on the held-out slice while training (IoUEvalCallback); a parse failure counts as IoU 0.", "name": "fig-04-heldout-iou"}, "image": {"alt": "A line chart of mean IoU on the held-out slice against training step, one line per masking strategy"}}
 viz.plot_loss_curves(histories, "eval_mean_iou", ylabel="mean IoU (0 to 1)",
                      title="Held-out IoU while training")
 
 # %% tags=["hide-input"]
-ious = {name: report.mean_iou for name, report in reports.items()}
-failures = {name: report.parse_failure_rate for name, report in reports.items()}
-per_image = {name: report.per_image["iou"] for name, report in reports.items()}  # same images, same order
+# Both runs answered the same images in the same order, so the IoUs pair up image by image.
+per_image = {name: report.per_image["iou"] for name, report in reports.items()}
 iou_difference = per_image["assistant_only"] - per_image["all_tokens"]
-standard_error = float(iou_difference.std(ddof=1) / math.sqrt(len(iou_difference)))  # paired over images
-num_scored = len(iou_difference)
-higher_iou, lower_iou = order_runs(ious, is_higher_better=True)
-is_separated = abs(iou_difference.mean()) > 2 * standard_error
-if all(rate == 1.0 for rate in failures.values()):
-    iou_sentence = (f"Neither run writes a box that parses on the {num_scored} held-out images yet "
-                    "(100% parse failures for both), so on this budget only the loss separates them.")
-elif ious[higher_iou] == ious[lower_iou]:
-    iou_sentence = f"Both runs reach the same mean IoU, {ious[higher_iou]:.3f}, on the {num_scored} held-out images."
-else:
-    iou_sentence = (
-        f"`{higher_iou}` reaches the higher mean IoU on the {num_scored} held-out images, {ious[higher_iou]:.3f} "
-        f"against {ious[lower_iou]:.3f} (a difference of {abs(iou_difference.mean()):.3f}, paired standard "
-        f"error {standard_error:.3f}), with parse-failure rates of {failures[higher_iou]:.0%} and "
-        f"{failures[lower_iou]:.0%}. " + ("The difference is more than two standard errors." if is_separated
-                                          else "The difference is within two standard errors: it could be noise."))
-glue("masking_iou_sentence", Markdown(iou_sentence), display=False)
-
-curve_iou = last_value("eval_mean_iou")  # the callback's score at the last evaluated step
-curve_higher, curve_lower = order_runs(curve_iou, is_higher_better=True)
-curve_sentence = (f"The curve above scores only the first {num_heldout} of the "
-                  f"{num_scored} held-out images, so one image moves it by up to {1 / num_heldout:.3g}: it shows "
-                  f"that a run is learning, and the table above, on all {num_scored}, compares "
-                  "the runs. ")
-if curve_iou[curve_higher] == curve_iou[curve_lower] or curve_higher == higher_iou:
-    curve_sentence += "Here the two agree on the order."
-else:
-    curve_sentence += (f"Here they disagree: at the last step the curve puts `{curve_higher}` ahead "
-                       f"({curve_iou[curve_higher]:.3f} against {curve_iou[curve_lower]:.3f}), on {num_heldout} images.")
-glue("masking_curve_sentence", Markdown(curve_sentence), display=False)
+standard_error = float(iou_difference.std(ddof=1) / math.sqrt(len(iou_difference)))
+for strategy, report in reports.items():
+    glue(f"masking_iou_{strategy}", f"{report.mean_iou:.3f}", display=False)
+    glue(f"masking_failures_{strategy}", f"{report.parse_failure_rate:.0%}", display=False)
+glue("masking_num_scored", len(iou_difference), display=False)
+glue("masking_iou_difference", f"{iou_difference.mean():+.3f}", display=False)
+glue("masking_standard_error", f"{standard_error:.3f}", display=False)
+glue("masking_num_curve_images", num_heldout, display=False)
+glue("masking_curve_step", f"{1 / num_heldout:.3g}", display=False)
 
 # %% [markdown]
-# {glue:md}`masking_iou_sentence`
+# On the {glue:text}`masking_num_scored` held-out images, mean IoU is
+# {glue:text}`masking_iou_all_tokens` for `all_tokens` and {glue:text}`masking_iou_assistant_only`
+# for `assistant_only`, with parse-failure rates of {glue:text}`masking_failures_all_tokens` and
+# {glue:text}`masking_failures_assistant_only`. Image by image, `assistant_only` minus `all_tokens`
+# averages {glue:text}`masking_iou_difference`, with a paired standard error of
+# {glue:text}`masking_standard_error`. A difference of more than two standard errors is unlikely
+# to come from the choice of images alone; a smaller one could be noise. When both runs fail to
+# parse every answer, IoU cannot separate them and only the loss can.
 #
-# {glue:md}`masking_curve_sentence`
+# The curve in {numref}`fig-04-heldout-iou` scores only the first
+# {glue:text}`masking_num_curve_images` of those images, so one image moves it by up to
+# {glue:text}`masking_curve_step`: it shows that a run is learning, and the table, on all of
+# them, compares the runs.
 
 # %% [markdown]
 # ## Conclusion
 #
-# The conclusion is written by the page from the numbers above, so it stays true when the profile or
-# the budget changes.
+# Three numbers above decide the comparison: the held-out answer loss of each run, and the paired
+# IoU difference with its standard error ({glue:text}`masking_standard_error`). Side by side:
 
-# %% tags=["hide-input"]
-if is_separated and higher_iou == lower_answer:
-    verdict = (f"**`{higher_iou}` learned the task better on this budget**: it predicts the held-out answers "
-               "with a lower loss and finds the tables with a clearly higher IoU.")
-elif is_separated:
-    verdict = (f"**The evidence is mixed on this budget**: `{higher_iou}` finds the tables better, but "
-               f"`{lower_answer}` predicts the answer tokens better.")
-else:
-    verdict = (f"**On this budget the boxes do not separate the two strategies yet**; the held-out answer loss "
-               f"favours `{lower_answer}` ({answer_loss[lower_answer]:.3f} against "
-               f"{answer_loss[higher_answer]:.3f} nats per token).")
-glue("masking_verdict", Markdown(verdict), display=False)
+# %%
+conclusion = pd.DataFrame({  # one row per run, in the order all_tokens, assistant_only
+    "held-out answer loss (nats per token)": answer_loss,
+    "mean IoU": {name: report.mean_iou for name, report in reports.items()},
+    "parse failure rate": {name: report.parse_failure_rate for name, report in reports.items()},
+})
+conclusion.loc["assistant_only minus all_tokens"] = conclusion.diff().iloc[-1]
+conclusion.round(3)
 
 # %% [markdown]
-# {glue:md}`masking_verdict` Under `all_tokens` the answer was {glue:text}`masking_answer_share` of
-# the tokens in the loss; the rest trained the model to recite a prompt it is always given.
+# A strategy has learned the task better on this budget when it has the lower held-out answer
+# loss *and* an IoU higher by more than two standard errors. When the IoU gap is within two
+# standard errors, the boxes do not separate the strategies yet, and the answer loss is the only
+# evidence; when loss and IoU point to different runs, the evidence is mixed. Under
+# `all_tokens` the answer was {glue:text}`masking_answer_share` of the tokens in the loss; the
+# rest trained the model to recite a prompt it is always given.
 #
 # ```{caution}
 # This is one run per strategy, with one seed, on a small held-out set. The paired standard error of
 # the IoU gap covers the choice of images, not the luck of the training run; {ref}`ex-04-seed`
 # repeats the comparison with another seed.
 # ```
+
+# %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
+show_profile_note("tiny", """
+```{admonition} What the real model does
+:class: tip
+The runs on this page are minutes of the tiny stand-in on synthetic labels. The published
+comparison of the two strategies on this dataset used Qwen2-VL-7B-Instruct with QLoRA, trained
+for 7 epochs, and scored its 123 validation images: with the loss on the answer alone it reached
+a mean IoU of 0.771 and an F1 at IoU 0.5 of 0.893; with the loss on every token, 0.745 and 0.870
+{cite}`abdullah2025qwen2vlnutrition`. That is one result per strategy too, with no spread
+reported. No such comparison is published for Qwen2-VL-2B; the full profile runs this page on it.
+```
+""")
 
 # %% [markdown]
 # ## Summary

@@ -23,6 +23,7 @@ of the pipeline is written once:
 | `coco`      | COCO mAP through pycocotools                                         |
 | `merging`   | merge a LoRA adapter and prove the answers did not change            |
 | `viz`       | boxes on images, grids, the course's plots                           |
+| `notes`     | a chapter's note shown under one profile only                        |
 | `dataset_stats` | per-image and per-box statistics for chapter 01                  |
 | `checks`, `labs` | lab self-checks, and the generator of labs/ from solutions/     |
 | `cli`       | `vlmlib train`, `evaluate`, `predict`, `merge-lora`, `make-tiny`, ...|
@@ -36,13 +37,14 @@ import os
 
 __version__ = "0.1.0"
 
-# bitsandbytes (imported by peft and trl) logs a warning at import when its optional CPU 4-bit kernels
-# are missing. Only the full profile's CPU rehearsal runs 4-bit on a CPU, where the missing kernels make it
-# slower, not wrong; the message would only clutter every page and log.
+# bitsandbytes (imported by peft and trl) logs a warning at import when its optional CPU 4-bit
+# kernels are missing. Only the full profile's CPU rehearsal runs 4-bit on a CPU, where the
+# missing kernels make it slower, not wrong; the message would only clutter every page and log.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-# The fast tokenizer's own thread pool competes with torch's threads for the same cores while a batch is
-# built; on a 2-core CPU, switching it off made a tiny-model training step 14% faster (0.211 s to 0.181 s).
+# The fast tokenizer's own thread pool competes with torch's threads for the
+# same cores while a batch is built; on a 2-core CPU, switching it off made a
+# tiny-model training step 14% faster (0.211 s to 0.181 s).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
