@@ -37,9 +37,14 @@ def main(build_dir: Path) -> int:
             if "Traceback (most recent call last)" in html or "output traceback" in html:
                 problems.append(f"{page}: shows an error output")
             if "&lt;Figure size" in html:
-                problems.append(f"{page}: a figure printed as text instead of an image (inline backend not active?)")
+                problems.append(
+                    f"{page}: a figure printed as text instead of an image (inline "
+                    "backend not active?)"
+                )
             if "output stderr" in html:
-                problems.append(f"{page}: shows stderr output (a warning or log line leaked into the page)")
+                problems.append(
+                    f"{page}: shows stderr output (a warning or log line leaked into the page)"
+                )
     for problem in problems:
         print(f"check_book: {problem}")
     print(f"check_book: {'FAILED' if problems else 'ok'} ({len(problems)} problems)")

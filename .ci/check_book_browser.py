@@ -96,8 +96,9 @@ def _has_alt_text(alt: str | None) -> bool:
     return bool(alt and alt.strip()) and not _PATH_LIKE_ALT.fullmatch(alt.strip())
 
 
-def find_page_problems(page: str, reading: PageReading, readings: dict[str, PageReading],
-                       base_url: str, html_dir: Path) -> list[str]:
+def find_page_problems(
+    page: str, reading: PageReading, readings: dict[str, PageReading], base_url: str, html_dir: Path
+) -> list[str]:
     """Return one line per problem of `page`, given every page's reading (for links' anchors)."""
     problems = [f"{page}: console error: {message}" for message in reading.console_errors]
     for image in reading.images:
@@ -113,8 +114,11 @@ def find_page_problems(page: str, reading: PageReading, readings: dict[str, Page
         target = target + "index.html" if target.endswith("/") or not target else target
         if not (html_dir / target).is_file():
             problems.append(f"{page}: link to a missing page {target}")
-        elif (anchor and target in readings
-              and urllib.parse.unquote(anchor) not in readings[target].ids):
+        elif (
+            anchor
+            and target in readings
+            and urllib.parse.unquote(anchor) not in readings[target].ids
+        ):
             problems.append(f"{page}: link to a missing anchor {target}#{anchor}")
     return problems
 

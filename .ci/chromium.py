@@ -39,18 +39,27 @@ def find_chromium() -> ChromiumPaths:
     try:
         import selenium  # noqa: F401  (only checked here; start_chromium imports what it uses)
     except ImportError as error:
-        raise ChromiumMissing("selenium is not installed; run `bash .ci/setup` "
-                              "(it is in requirements.txt)") from error
+        raise ChromiumMissing(
+            "selenium is not installed; run `bash .ci/setup` (it is in requirements.txt)"
+        ) from error
     browser = next((shutil.which(name) for name in BROWSER_NAMES if shutil.which(name)), None)
     # GitHub's runners keep chromedriver in the folder $CHROMEWEBDRIVER names.
     driver_folders = [os.environ.get("PATH"), os.environ.get("CHROMEWEBDRIVER")]
     driver_path = os.pathsep.join(folder for folder in driver_folders if folder)
     driver = shutil.which("chromedriver", path=driver_path)
-    missing = [what for what, found in [("a browser (" + ", ".join(BROWSER_NAMES) + ")", browser),
-                                        ("chromedriver", driver)] if not found]
+    missing = [
+        what
+        for what, found in [
+            ("a browser (" + ", ".join(BROWSER_NAMES) + ")", browser),
+            ("chromedriver", driver),
+        ]
+        if not found
+    ]
     if missing:
-        raise ChromiumMissing(f"{' and '.join(missing)} not found on PATH; install them with "
-                              "`apt-get install chromium chromium-driver` (.ci/run does it in CI)")
+        raise ChromiumMissing(
+            f"{' and '.join(missing)} not found on PATH; install them with "
+            "`apt-get install chromium chromium-driver` (.ci/run does it in CI)"
+        )
     return ChromiumPaths(Path(browser), Path(driver))
 
 
@@ -68,9 +77,13 @@ def start_chromium(paths: ChromiumPaths, block_external_hosts: bool = False):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(paths.browser)
-    for argument in ["--headless=new", f"--window-size={WINDOW_SIZE}", "--disable-gpu",
-                     "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-                     "--disable-dev-shm-usage"]:  # a container's 64 MB /dev/shm is too small
+    for argument in [
+        "--headless=new",
+        f"--window-size={WINDOW_SIZE}",
+        "--disable-gpu",
+        "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+        "--disable-dev-shm-usage",
+    ]:  # a container's 64 MB /dev/shm is too small
         options.add_argument(argument)
     if block_external_hosts:
         options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")

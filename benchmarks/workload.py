@@ -1,15 +1,18 @@
-"""What both benchmarks run on: the config, a random-weight Qwen2-VL checkpoint, synthetic photos, the machine.
+"""What both benchmarks run on: the config, a random-weight Qwen2-VL checkpoint,
+synthetic photos, the machine.
 
-Why: a benchmark of the published recipe needs the real Qwen2-VL-2B architecture, loaded exactly as the
-`full` profile loads it (`vlmlib.models.load_model`: 4-bit nf4, double quantisation, bf16 compute), but no
-download. Random weights cost the same time and memory per training step as trained ones, so the weights
-are drawn at random from the published config and saved once to the cache; the processor is the tiny
-profile's (the real Qwen2 vocabulary, chat template and image processor), so token counts are the real ones.
+Why: a benchmark of the published recipe needs the real Qwen2-VL-2B architecture, loaded
+exactly as the `full` profile loads it (`vlmlib.models.load_model`: 4-bit nf4, double
+quantisation, bf16 compute), but no download. Random weights cost the same time and memory
+per training step as trained ones, so the weights are drawn at random from the published
+config and saved once to the cache; the processor is the tiny profile's (the real Qwen2
+vocabulary, chat template and image processor), so token counts are the real ones.
 Explained in: book/costs.md, "How the figures are made".
 
-On CUDA the workload is the `full` profile: Qwen2-VL-2B-Instruct's architecture, bf16, QLoRA. On a CPU it is
-the `tiny` profile (the tiny random model, float32, plain LoRA), because the course quantises with
-bitsandbytes' nf4 on CUDA only: a CPU run checks that the benchmark works, not what the GPU recipe costs.
+On CUDA the workload is the `full` profile: Qwen2-VL-2B-Instruct's architecture,
+bf16, QLoRA. On a CPU it is the `tiny` profile (the tiny random model, float32,
+plain LoRA), because the course quantises with bitsandbytes' nf4 on CUDA only: a
+CPU run checks that the benchmark works, not what the GPU recipe costs.
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ logger = logging.getLogger(__name__)
 # Qwen/Qwen2-VL-2B-Instruct's published config.json, in the nested layout transformers 5 reads
 # (`text_config` with `rope_parameters`, `vision_config`). Same sizes, token ids and rope settings.
 QWEN2_VL_2B_CONFIG_FILE = Path(__file__).with_name("qwen2_vl_2b_instruct_config.json")
-TRAIN_SPLIT_NUM_IMAGES = 1083  # openfoodfacts/nutrition-table-detection, train split (shared/COURSE_DESIGN.md)
+TRAIN_SPLIT_NUM_IMAGES = (
+    1083  # openfoodfacts/nutrition-table-detection, train split (shared/COURSE_DESIGN.md)
+)
 PIXELS_PER_IMAGE_TOKEN = 28 * 28  # 14x14 patches, merged 2x2: one <|image_pad|> per 28x28 block
 BYTES_PER_GIB = 1024**3
 
@@ -78,37 +83,59 @@ def resolve_benchmark_device(name: str) -> torch.device:
         RuntimeError: "cuda" is asked for and torch sees no CUDA GPU.
     """
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda, but torch sees no CUDA GPU; use --device cpu for the tiny configuration")
+        raise RuntimeError(
+            "--device cuda, but torch sees no CUDA GPU; use --device cpu for the tiny configuration"
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def load_qwen2_vl_2b_config() -> Qwen2VLConfig:
-    """Return Qwen2-VL-2B-Instruct's architecture (2,208,985,600 parameters) from the JSON shipped here."""
+    """Return Qwen2-VL-2B-Instruct's architecture (2,208,985,600 parameters)
+    from the JSON shipped here.
+    """
     return Qwen2VLConfig.from_json_file(str(QWEN2_VL_2B_CONFIG_FILE))
 
 
-def build_benchmark_config(device: torch.device, budget_image_tokens: int, overrides: Sequence[str] = ()) -> Config:
+def build_benchmark_config(
+    device: torch.device, budget_image_tokens: int, overrides: Sequence[str] = ()
+) -> Config:
     """Return the profile's config (`full` on CUDA, `tiny` on a CPU) with the pixel budget set.
 
-    Why: the budget is the lever that sets the sequence length, so each benchmark row sets it; everything
-    else is the profile's recipe unless `overrides` ("section.key=value") change it.
+    Why: the budget is the lever that sets the sequence length, so each benchmark row sets it;
+    everything else is the profile's recipe unless `overrides` ("section.key=value") change it.
 
     Args:
-        budget_image_tokens: the most `<|image_pad|>` tokens an image may become (`model.max_pixels` / 784).
+        budget_image_tokens: the most `<|image_pad|>` tokens an image may become
+            (`model.max_pixels` / 784).
     """
-    config = load_config(profile="full" if device.type == "cuda" else "tiny", overrides=list(overrides))
+    config = load_config(
+        profile="full" if device.type == "cuda" else "tiny", overrides=list(overrides)
+    )
     max_pixels = budget_image_tokens * PIXELS_PER_IMAGE_TOKEN
     min_pixels = min(config.model.min_pixels, max_pixels)
-    return with_overrides(config, [f"model.min_pixels={min_pixels}", f"model.max_pixels={max_pixels}", f"gpu.device={device.type}"])
+    return with_overrides(
+        config,
+        [
+            f"model.min_pixels={min_pixels}",
+            f"model.max_pixels={max_pixels}",
+            f"gpu.device={device.type}",
+        ],
+    )
 
 
 def _generation_config() -> GenerationConfig:
-    """Greedy decoding that stops at `<|im_end|>` or `<|endoftext|>`, as the published generation config does."""
+    """Greedy decoding that stops at `<|im_end|>` or `<|endoftext|>`, as the
+    published generation config does.
+    """
     return GenerationConfig(
-        eos_token_id=[QWEN2_VL_SPECIAL_TOKEN_IDS[IM_END_TOKEN], QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN]],
-        pad_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN], do_sample=False,
+        eos_token_id=[
+            QWEN2_VL_SPECIAL_TOKEN_IDS[IM_END_TOKEN],
+            QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],
+        ],
+        pad_token_id=QWEN2_VL_SPECIAL_TOKEN_IDS[END_OF_TEXT_TOKEN],
+        do_sample=False,
     )
 
 
@@ -117,9 +144,12 @@ def _build_random_model(config: Config) -> Qwen2VLForConditionalGeneration:
     if config.profile == "tiny":
         return build_tiny_model(config)
     torch.manual_seed(0)
-    # Drawing 2.2 B random numbers is quick on a GPU and slow on a CPU, so initialise where the model will run.
+    # Drawing 2.2 B random numbers is quick on a GPU and slow on a CPU, so
+    # initialise where the model will run.
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen2VLForConditionalGeneration._from_config(load_qwen2_vl_2b_config(), dtype=resolve_compute_dtype(config))
+        model = Qwen2VLForConditionalGeneration._from_config(
+            load_qwen2_vl_2b_config(), dtype=resolve_compute_dtype(config)
+        )
     model.generation_config = _generation_config()
     return model
 
@@ -127,14 +157,21 @@ def _build_random_model(config: Config) -> Qwen2VLForConditionalGeneration:
 def ensure_random_checkpoint(config: Config) -> Path:
     """Save (once) a random-weight checkpoint for the config's profile and return its folder.
 
-    Why: `vlmlib.models.load_model` loads from a folder, and loading is where the `full` profile quantises
-    to nf4; going through a folder makes the benchmark load the model exactly as training does.
-    The folder lives in the vlmlib cache (`VLM_CACHE_DIR`), named by a hash of what shapes it; the 2B one
-    takes about 4.5 GB of disk.
+    Why: `vlmlib.models.load_model` loads from a folder, and loading is where the `full`
+    profile quantises to nf4; going through a folder makes the benchmark load the model
+    exactly as training does. The folder lives in the vlmlib cache (`VLM_CACHE_DIR`),
+    named by a hash of what shapes it; the 2B one takes about 4.5 GB of disk.
     """
-    shape = QWEN2_VL_2B_CONFIG_FILE.read_text() if config.profile == "full" else json.dumps(asdict(config.tiny), sort_keys=True)
+    shape = (
+        QWEN2_VL_2B_CONFIG_FILE.read_text()
+        if config.profile == "full"
+        else json.dumps(asdict(config.tiny), sort_keys=True)
+    )
     settings = f"{shape}|{resolve_compute_dtype(config)}|transformers {transformers.__version__}"
-    folder = get_cache_dir() / f"benchmark-{config.profile}-random-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    folder = (
+        get_cache_dir()
+        / f"benchmark-{config.profile}-random-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    )
     if folder.exists():
         return folder
     logger.info("saving a random-weight %s checkpoint to %s", config.profile, folder)
@@ -144,7 +181,9 @@ def ensure_random_checkpoint(config: Config) -> Path:
         model = _build_random_model(config)
         model.save_pretrained(staging)
         del model
-        staging.rename(folder)  # a rename, so an interrupted save never leaves a half checkpoint behind
+        staging.rename(
+            folder
+        )  # a rename, so an interrupted save never leaves a half checkpoint behind
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not folder.exists():  # another process may have finished the same folder first
@@ -157,11 +196,15 @@ def ensure_random_checkpoint(config: Config) -> Path:
 
 
 def load_benchmark_model(config: Config) -> Qwen2VLForConditionalGeneration:
-    """Return the random-weight model loaded by `vlmlib.models.load_model` (nf4 on CUDA under `full`)."""
+    """Return the random-weight model loaded by `vlmlib.models.load_model` (nf4
+    on CUDA under `full`).
+    """
     return load_model(config, ensure_random_checkpoint(config))
 
 
-def build_photo_records(budget_image_tokens: int, num_records: int, seed: int = 0) -> list[dict[str, Any]]:
+def build_photo_records(
+    budget_image_tokens: int, num_records: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """Return synthetic records (Hub schema) whose images are at least as large as the pixel budget.
 
     Why: the dataset's photos are far larger than any budget (phone photos), so the processor always
@@ -169,8 +212,13 @@ def build_photo_records(budget_image_tokens: int, num_records: int, seed: int = 
     sequence length, hence the same cost, as the real ones.
     """
     side_px = max(64, math.ceil(math.sqrt(budget_image_tokens * PIXELS_PER_IMAGE_TOKEN)))
-    dataset = generate_synthetic_dataset(num_train=num_records, num_val=0, seed=seed, min_side_px=side_px,
-                                         max_side_px=side_px * 3 // 2)
+    dataset = generate_synthetic_dataset(
+        num_train=num_records,
+        num_val=0,
+        seed=seed,
+        min_side_px=side_px,
+        max_side_px=side_px * 3 // 2,
+    )
     return [dict(record) for record in dataset["train"]]
 
 
@@ -189,14 +237,19 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def read_peak_memory_gib(device: torch.device) -> tuple[float | None, float | None]:
-    """Return (peak allocated, peak reserved) GPU memory in GiB since the last reset; (None, None) on a CPU.
+    """Return (peak allocated, peak reserved) GPU memory in GiB since the last
+    reset; (None, None) on a CPU.
 
-    Allocated counts live tensors; reserved adds the blocks PyTorch's caching allocator holds, which is
-    closer to what a card must have free (`nvidia-smi` shows reserved plus the CUDA context, ~0.5 GiB).
+    Allocated counts live tensors; reserved adds the blocks PyTorch's caching
+    allocator holds, which is closer to what a card must have free (`nvidia-smi`
+    shows reserved plus the CUDA context, ~0.5 GiB).
     """
     if device.type != "cuda":
         return None, None
-    return (torch.cuda.max_memory_allocated(device) / BYTES_PER_GIB, torch.cuda.max_memory_reserved(device) / BYTES_PER_GIB)
+    return (
+        torch.cuda.max_memory_allocated(device) / BYTES_PER_GIB,
+        torch.cuda.max_memory_reserved(device) / BYTES_PER_GIB,
+    )
 
 
 def limit_gpu_memory(device: torch.device, limit_gib: float | None) -> None:
@@ -228,7 +281,9 @@ def _package_version(name: str) -> str | None:
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:
-    """Return what a reader needs to judge the figures: the card or CPU, the load, the library versions."""
+    """Return what a reader needs to judge the figures: the card or CPU, the
+    load, the library versions.
+    """
     facts: dict[str, Any] = {
         "device": device.type,
         "cpu": _cpu_name(),
@@ -236,12 +291,19 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
         "torch_num_threads": torch.get_num_threads(),
         "load_average_1_5_15_min": [round(value, 2) for value in os.getloadavg()],
         "python": platform.python_version(),
-        "versions": {name: _package_version(name) for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "flash-attn")},
+        "versions": {
+            name: _package_version(name)
+            for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "flash-attn")
+        },
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        facts.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / BYTES_PER_GIB, 1),
-                     cuda=torch.version.cuda, compute_capability=f"{properties.major}.{properties.minor}")
+        facts.update(
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / BYTES_PER_GIB, 1),
+            cuda=torch.version.cuda,
+            compute_capability=f"{properties.major}.{properties.minor}",
+        )
     return facts
 
 
@@ -261,8 +323,12 @@ def format_cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def format_markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """Return rows as a Markdown table, one column per (key, title), so it pastes into book/costs.md as it is."""
+def format_markdown_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]
+) -> str:
+    """Return rows as a Markdown table, one column per (key, title), so it
+    pastes into book/costs.md as it is.
+    """
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(format_cell(row[key]) for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)

@@ -20,8 +20,11 @@ from vlmlib.boxes import (
 TRUNCATED_VALUES = {0.9996: 999, 0.1239: 123, 0.6789: 678, 1.0: 999, 0.0: 0, 0.5: 500}
 
 
-@pytest.mark.parametrize(("fraction", "grid_value"), TRUNCATED_VALUES.items(),
-                         ids=[str(fraction) for fraction in TRUNCATED_VALUES])
+@pytest.mark.parametrize(
+    ("fraction", "grid_value"),
+    TRUNCATED_VALUES.items(),
+    ids=[str(fraction) for fraction in TRUNCATED_VALUES],
+)
 def test_convert_hub_box_to_qwen_truncates_instead_of_rounding(fraction: float, grid_value: int):
     assert convert_hub_box_to_qwen([fraction] * 4) == (grid_value,) * 4
 

@@ -45,8 +45,11 @@ RUN_TIMEOUT_S = 300  # the longest wait for one "Run"; lab 1 takes about 20 s on
 # Read at import, before conftest's tiny_config fixture points VLM_CACHE_DIR at a smaller dataset.
 USER_CACHE_DIR = str(get_cache_dir())
 # What a fresh user answers once: no news pop-up over the notebook, no update check (no network).
-LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-                '{"fetchNews": "false", "checkForUpdates": false}'}
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": (
+        '{"fetchNews": "false", "checkForUpdates": false}'
+    )
+}
 # Every code cell of the open notebook: its prompt ("[3]:", "[*]:", "[ ]:") and its outputs' text.
 # Once attached, cells stay in the page while scrolled away (JupyterLab's default windowing mode,
 # contentVisibility), so textContent sees them all. Sources are read from the file instead: the
@@ -69,11 +72,14 @@ return panel !== null && panel.querySelector('.jp-Spinner') === null
     && statuses.some(text => /[|] Idle$/.test(text) && !text.startsWith('No Kernel'));
 """
 # True once the first arguments[0] code cells show a number and the kernel is idle again.
-RAN_JS = READ_CELLS_JS.replace("return ", "const cells = ", 1) + """
+RAN_JS = (
+    READ_CELLS_JS.replace("return ", "const cells = ", 1)
+    + """
 const ran = cells.slice(0, arguments[0]).every(cell => /^\\[\\d+\\]:$/.test(cell.prompt));
 const idle = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]') !== null;
 return ran && idle && !cells.some(cell => cell.prompt === '[*]:');
 """
+)
 # The explorer's picture in code cell arguments[0], once loaded and unlike arguments[1] (or null).
 EXPLORER_IMAGE_JS = """
 const cell = document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')[arguments[0]];
@@ -112,23 +118,29 @@ def _wait_until_serving(server: LabServer, process: subprocess.Popen, log_path: 
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n"
-                               f"{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"JupyterLab exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{server.url}/api/status?token={server.token}", timeout=5):
                 return
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError(f"JupyterLab did not answer within {SERVER_START_TIMEOUT_S} s:\n"
-                       f"{log_path.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"JupyterLab did not answer within {SERVER_START_TIMEOUT_S} s:\n"
+        f"{log_path.read_text()[-3000:]}"
+    )
 
 
 def _copy_course(base: Path) -> Path:
     """Copy the notebooks and JupyterLab's settings under `base`; return the folder to serve."""
     root = base / "course"
     for folder in NOTEBOOK_FOLDERS:
-        shutil.copytree(ROOT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("outputs", "__pycache__", ".ipynb_*"))
+        shutil.copytree(
+            ROOT / folder,
+            root / folder,
+            ignore=shutil.ignore_patterns("outputs", "__pycache__", ".ipynb_*"),
+        )
     for name, text in LAB_SETTINGS.items():
         (base / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
         (base / "settings" / name).write_text(text)
@@ -148,16 +160,28 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     base = tmp_path_factory.mktemp("jupyterlab")
     url = f"http://127.0.0.1:{_free_port()}"
     server = LabServer(url, secrets.token_hex(16), _copy_course(base))
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "VLM_CACHE_DIR": USER_CACHE_DIR,
-                   "VLM_PROFILE": config.profile,
-                   # the user's own Jupyter configuration and runtime files stay out of it
-                   "JUPYTER_CONFIG_DIR": str(base / "config"),
-                   "JUPYTER_RUNTIME_DIR": str(base / "runtime")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",  # CI is root
-               "--ip=127.0.0.1", f"--port={server.url.rsplit(':', 1)[1]}",
-               f"--IdentityProvider.token={server.token}", f"--ServerApp.root_dir={server.root}",
-               f"--LabApp.user_settings_dir={base / 'settings'}",
-               f"--LabApp.workspaces_dir={base / 'workspaces'}"]
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLM_CACHE_DIR": USER_CACHE_DIR,
+        "VLM_PROFILE": config.profile,
+        # the user's own Jupyter configuration and runtime files stay out of it
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",  # CI is root
+        "--ip=127.0.0.1",
+        f"--port={server.url.rsplit(':', 1)[1]}",
+        f"--IdentityProvider.token={server.token}",
+        f"--ServerApp.root_dir={server.root}",
+        f"--LabApp.user_settings_dir={base / 'settings'}",
+        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+    ]
     log_path = base / "jupyterlab.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -194,8 +218,10 @@ def _wait(browser: WebDriver, condition_js: str, what: str, *arguments: Any) -> 
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"waited {RUN_TIMEOUT_S} s for {what}; the page shows: "
-                         f"{browser.execute_script(READ_CELLS_JS)!r:.2000}")
+    raise AssertionError(
+        f"waited {RUN_TIMEOUT_S} s for {what}; the page shows: "
+        f"{browser.execute_script(READ_CELLS_JS)!r:.2000}"
+    )
 
 
 def open_notebook(browser: WebDriver, server: LabServer, path: str) -> list[str]:
@@ -204,8 +230,12 @@ def open_notebook(browser: WebDriver, server: LabServer, path: str) -> list[str]
     sources = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
     workspace = path.replace("/", "-").removesuffix(".ipynb")  # a fresh one restores no other tab
     browser.get(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?token={server.token}")
-    _wait(browser, NOTEBOOK_READY_JS, f"{path} to show its {len(sources)} code cells, kernel idle",
-          len(sources))
+    _wait(
+        browser,
+        NOTEBOOK_READY_JS,
+        f"{path} to show its {len(sources)} code cells, kernel idle",
+        len(sources),
+    )
     return sources
 
 
@@ -218,22 +248,32 @@ def click_run_menu(browser: WebDriver, command: str) -> None:
     browser.find_element(By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{command}"]').click()
 
 
-def wait_until_run(browser: WebDriver, sources: list[str],
-                   num_cells: int | None = None) -> list[dict]:
+def wait_until_run(
+    browser: WebDriver, sources: list[str], num_cells: int | None = None
+) -> list[dict]:
     """Wait until the first `num_cells` code cells (all if None) have run and the kernel is idle.
 
     Returns:
         every code cell as {"source", "prompt", "output"}.
     """
-    _wait(browser, RAN_JS, "the cells to run and the kernel to go idle",
-          len(sources) if num_cells is None else num_cells)
-    return [{"source": source, **cell}
-            for source, cell in zip(sources, browser.execute_script(READ_CELLS_JS))]
+    _wait(
+        browser,
+        RAN_JS,
+        "the cells to run and the kernel to go idle",
+        len(sources) if num_cells is None else num_cells,
+    )
+    return [
+        {"source": source, **cell}
+        for source, cell in zip(sources, browser.execute_script(READ_CELLS_JS))
+    ]
 
 
 def scroll_to_cell(browser: WebDriver, index: int) -> None:
-    browser.execute_script("document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')"
-                           "[arguments[0]].scrollIntoView({block: 'start'});", index)
+    browser.execute_script(
+        "document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')"
+        "[arguments[0]].scrollIntoView({block: 'start'});",
+        index,
+    )
     time.sleep(0.5)  # let the scroll settle before a screenshot
 
 
@@ -256,9 +296,11 @@ def test_find_chromium_names_what_to_install_when_nothing_is_on_path(monkeypatch
         chromium.find_chromium()
 
 
-@pytest.mark.parametrize(("ci", "outcome"),
-                         [("", pytest.skip.Exception), ("true", pytest.fail.Exception)],
-                         ids=["skips-outside-ci", "fails-under-ci"])
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [("", pytest.skip.Exception), ("true", pytest.fail.Exception)],
+    ids=["skips-outside-ci", "fails-under-ci"],
+)
 def test_require_chromium_skips_outside_ci_and_fails_under_ci(monkeypatch, tmp_path, ci, outcome):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CI", ci)
@@ -305,8 +347,9 @@ def test_chapter_1_record_explorer_slider_changes_the_picture(browser, lab_serve
     from selenium.webdriver.common.keys import Keys
 
     sources = open_notebook(browser, lab_server, "chapters/01_dataset_eda.ipynb")
-    explorer = next(index for index, source in enumerate(sources)
-                    if "build_record_explorer" in source)
+    explorer = next(
+        index for index, source in enumerate(sources) if "build_record_explorer" in source
+    )
     code_cells = browser.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-CodeCell")
     explorer_cell = code_cells[explorer]
     scroll_to_cell(browser, explorer)
@@ -323,7 +366,12 @@ def test_chapter_1_record_explorer_slider_changes_the_picture(browser, lab_serve
     handle = explorer_cell.find_element(By.CSS_SELECTOR, ".noUi-handle")
     handle.click()
     handle.send_keys(Keys.ARROW_RIGHT)  # the slider's keyboard step: record 0 -> record 1
-    after = _wait(browser, EXPLORER_IMAGE_JS, "the picture to change after the slider moved",
-                  explorer, before["src"])
+    after = _wait(
+        browser,
+        EXPLORER_IMAGE_JS,
+        "the picture to change after the slider moved",
+        explorer,
+        before["src"],
+    )
     _screenshot(browser, "chapter_01_explorer_record_1")
     assert (before["readout"], after["readout"]) == ("0", "1")

@@ -51,6 +51,7 @@ def _one_line(text: str) -> str:
 
 # --- batches reach the model's device ------------------------------------------------------------
 
+
 def _call_name(call: ast.Call) -> str:
     function = call.func
     if isinstance(function, ast.Name):
@@ -81,8 +82,13 @@ def _moves_to_a_device(node: ast.AST) -> bool:
     for child in ast.walk(node):
         if isinstance(child, ast.Call) and _call_name(child) == "to":
             parts = [part for argument in child.args for part in ast.walk(argument)]
-            if any(isinstance(part, ast.Attribute) and part.attr == "device"
-                   or isinstance(part, ast.Name) and "device" in part.id for part in parts):
+            if any(
+                isinstance(part, ast.Attribute)
+                and part.attr == "device"
+                or isinstance(part, ast.Name)
+                and "device" in part.id
+                for part in parts
+            ):
                 return True
     return False
 
@@ -90,19 +96,26 @@ def _moves_to_a_device(node: ast.AST) -> bool:
 def _is_model_call(call: ast.Call) -> bool:
     """True for calls that run the model: `model(**batch)`, `compute_loss`, `generate`."""
     name = _call_name(call)
-    is_loss = name.startswith("compute_") and name.endswith("loss")  # compute_loss, compute_answer_loss
+    is_loss = name.startswith("compute_") and name.endswith(
+        "loss"
+    )  # compute_loss, compute_answer_loss
     return name in {"model", "forward", "generate"} or is_loss
 
 
 def _fed_collator_batches(source: str) -> dict[str, ast.expr]:
     """Return {name: the expression that built it} for collator batches fed to a model."""
     tree = ast.parse(source)
-    batches = {target.id: node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-               for target in node.targets
-               if isinstance(target, ast.Name) and _is_collator_call(node.value)}
+    batches = {
+        target.id: node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and _is_collator_call(node.value)
+    }
     fed = set()
-    model_calls = [node for node in ast.walk(tree)
-                   if isinstance(node, ast.Call) and _is_model_call(node)]
+    model_calls = [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and _is_model_call(node)
+    ]
     for call in model_calls:
         arguments = [*call.args, *(keyword.value for keyword in call.keywords)]
         fed |= {name for argument in arguments for name in _names_in(argument) if name in batches}
@@ -114,7 +127,8 @@ def test_chapter_moves_each_collated_batch_it_feeds_to_the_model_to_the_model_de
     for name, expression in _fed_collator_batches(_chapter_source(number)).items():
         assert _moves_to_a_device(expression), (
             f"chapter {number}: `{name}` comes from a collator (CPU tensors) and reaches the model "
-            "unmoved; build it as {key: value.to(model.device) for key, value in batch.items()}")
+            "unmoved; build it as {key: value.to(model.device) for key, value in batch.items()}"
+        )
 
 
 def test_fed_batch_check_finds_the_chapter_05_timing_batch():
@@ -123,10 +137,15 @@ def test_fed_batch_check_finds_the_chapter_05_timing_batch():
 
 def test_chapter_05_timing_batch_lands_on_the_model_device():
     """Run chapter 5's own statement with a collator making CPU tensors and a model on `meta`."""
-    statement = next(node for node in ast.walk(ast.parse(_chapter_source("05")))
-                     if isinstance(node, ast.Assign) and _assigns(node, "batch"))
-    cpu_batch = {"input_ids": torch.zeros(2, 5, dtype=torch.long),
-                 "labels": torch.full((2, 5), -100)}
+    statement = next(
+        node
+        for node in ast.walk(ast.parse(_chapter_source("05")))
+        if isinstance(node, ast.Assign) and _assigns(node, "batch")
+    )
+    cpu_batch = {
+        "input_ids": torch.zeros(2, 5, dtype=torch.long),
+        "labels": torch.full((2, 5), -100),
+    }
     namespace: dict[str, Any] = {
         "trainer": SimpleNamespace(data_collator=lambda records: dict(cpu_batch)),
         "model": SimpleNamespace(device=torch.device("meta")),
@@ -137,6 +156,7 @@ def test_chapter_05_timing_batch_lands_on_the_model_device():
 
 
 # --- the full profile's budgets, by the arithmetic of book/costs.md ------------------------------
+
 
 def _read_constants() -> dict[str, float]:
     """Return the constants table of book/costs.md: the rows whose first cell is a `name`."""
@@ -186,16 +206,24 @@ class Cell:
         train_flops = COSTS["training_flops_per_lm_parameter"] * lm_flops + vision_flops
         train_seconds = train_flops / sustained_flops
         forward_seconds = (2 * lm_flops + vision_flops) / sustained_flops
-        answer_seconds = sum(size * forward_seconds + max_new_tokens * COSTS[f"{gpu}_decode_step_s"]
-                             for size, max_new_tokens in self.answer_batches)
-        return (self.num_loads * COSTS["model_load_s"] + self.num_trained * train_seconds
-                + self.num_forwards * forward_seconds + answer_seconds)
+        answer_seconds = sum(
+            size * forward_seconds + max_new_tokens * COSTS[f"{gpu}_decode_step_s"]
+            for size, max_new_tokens in self.answer_batches
+        )
+        return (
+            self.num_loads * COSTS["model_load_s"]
+            + self.num_trained * train_seconds
+            + self.num_forwards * forward_seconds
+            + answer_seconds
+        )
 
 
 def _answer(num_answers: int, batch_size: int, max_new_tokens: int) -> list[tuple[int, int]]:
     """Return the generate batches of `num_answers` answers; each runs to its longest."""
-    return [(min(batch_size, num_answers - start), max_new_tokens)
-            for start in range(0, num_answers, batch_size)]
+    return [
+        (min(batch_size, num_answers - start), max_new_tokens)
+        for start in range(0, num_answers, batch_size)
+    ]
 
 
 def _num_steps(config: Config) -> int:
@@ -223,25 +251,29 @@ def _num_evaluations(num_steps: int, every_steps: int) -> int:
     return 1 + num_steps // every_steps + (num_steps % every_steps > 0)
 
 
-def _training_cell(name: str, config: Config, num_loads: int = 1,
-                   answer_loss_records: int = 0) -> Cell:
+def _training_cell(
+    name: str, config: Config, num_loads: int = 1, answer_loss_records: int = 0
+) -> Cell:
     """A cell that loads a model and trains it as `config` says, with the config's IoU callback."""
     num_steps = _num_steps(config)
     cell = Cell(name, num_loads=num_loads, num_trained=_num_trained(config, num_steps))
     callbacks = config.callbacks
     if callbacks.iou_eval and callbacks.iou_eval_every_steps > 0:
         for _ in range(_num_evaluations(num_steps, callbacks.iou_eval_every_steps)):
-            cell.answer_batches += _answer(min(callbacks.iou_eval_num_samples, NUM_VAL_IMAGES),
-                                           config.training.per_device_eval_batch_size,
-                                           callbacks.max_new_tokens)
+            cell.answer_batches += _answer(
+                min(callbacks.iou_eval_num_samples, NUM_VAL_IMAGES),
+                config.training.per_device_eval_batch_size,
+                callbacks.max_new_tokens,
+            )
     if answer_loss_records:  # chapter 4's AnswerLossCallback: a forward per record per logging step
         num_measurements = _num_evaluations(num_steps, config.training.logging_steps)
         cell.num_forwards = answer_loss_records * num_measurements
     return cell
 
 
-def _evaluation_answers(config: Config, num_images: int,
-                        num_models: int = 2) -> list[tuple[int, int]]:
+def _evaluation_answers(
+    config: Config, num_images: int, num_models: int = 2
+) -> list[tuple[int, int]]:
     batch_size = config.training.per_device_eval_batch_size
     return num_models * _answer(num_images, batch_size, config.callbacks.max_new_tokens)
 
@@ -259,30 +291,39 @@ def _chapter_00() -> list[Cell]:
     num_eval = _full_value(source, "num_eval_images")
     num_check_records = int(re.search(r"num_check_records=(\d+)", source).group(1))
     zero_shot = _answer(1, GENERATE_BATCH_SIZE, max_new_tokens)
-    return [Cell("load and zero-shot", num_loads=1, answer_batches=zero_shot),
-            _training_cell("train", config, num_loads=0),  # trains the model loaded above
-            Cell("evaluate", num_loads=1, answer_batches=_evaluation_answers(config, num_eval)),
-            _merge_cell(config, num_check_records)]
+    return [
+        Cell("load and zero-shot", num_loads=1, answer_batches=zero_shot),
+        _training_cell("train", config, num_loads=0),  # trains the model loaded above
+        Cell("evaluate", num_loads=1, answer_batches=_evaluation_answers(config, num_eval)),
+        _merge_cell(config, num_check_records),
+    ]
 
 
 def _chapter_02() -> list[Cell]:
     pattern = r"eval_records = \[splits\[\"eval\"\]\[index\] for index in range\((\d+)\)\]"
     num_answers = int(re.search(pattern, _chapter_source("02")).group(1))
     max_new_tokens = load_config(profile="full").callbacks.max_new_tokens
-    return [Cell("load", num_loads=1),
-            Cell("zero-shot answers",
-                 answer_batches=_answer(num_answers, GENERATE_BATCH_SIZE, max_new_tokens))]
+    return [
+        Cell("load", num_loads=1),
+        Cell(
+            "zero-shot answers",
+            answer_batches=_answer(num_answers, GENERATE_BATCH_SIZE, max_new_tokens),
+        ),
+    ]
 
 
 def _chapter_04() -> list[Cell]:
     source = _chapter_source("04")
     strategies = _full_value(source, "STRATEGIES")
     assert len(strategies) == 2 and source.count("train_with_strategy(") == 3  # def, cell per run
-    configs = [load_config(strategy, profile="full", overrides=_budget("04"))
-               for strategy in strategies]
+    configs = [
+        load_config(strategy, profile="full", overrides=_budget("04")) for strategy in strategies
+    ]
     num_heldout = configs[0].callbacks.iou_eval_num_samples
-    cells = [_training_cell(f"train {strategy}", config, answer_loss_records=num_heldout)
-             for strategy, config in zip(strategies, configs)]
+    cells = [
+        _training_cell(f"train {strategy}", config, answer_loss_records=num_heldout)
+        for strategy, config in zip(strategies, configs)
+    ]
     num_eval = min(_full_value(source, "num_eval_images"), NUM_VAL_IMAGES)
     return [*cells, Cell("evaluate", answer_batches=_evaluation_answers(configs[0], num_eval))]
 
@@ -297,10 +338,12 @@ def _chapter_05() -> list[Cell]:
     # The resume starts from the checkpoint before the last one.
     resumed_steps = num_steps - (num_steps - 1) // save_steps * save_steps
     num_timing_records = _full_value(_chapter_source("05"), "num_timing_records")
-    return [Cell("load and LoRA", num_loads=1),
-            Cell("loss timing", num_trained=2 * num_timing_records),
-            _training_cell("train", config),
-            Cell("resume", num_loads=1, num_trained=resumed_steps * _examples_per_step(config))]
+    return [
+        Cell("load and LoRA", num_loads=1),
+        Cell("loss timing", num_trained=2 * num_timing_records),
+        _training_cell("train", config),
+        Cell("resume", num_loads=1, num_trained=resumed_steps * _examples_per_step(config)),
+    ]
 
 
 def _chapter_06_config() -> Config:
@@ -315,15 +358,25 @@ def _chapter_06(reuses_chapter_05: bool = True) -> list[Cell]:
         model = Cell("load chapter 5's run", num_loads=1)
     else:
         model = _training_cell("train", config)
-    return [model, Cell("load base", num_loads=1),
-            Cell("evaluate", answer_batches=_evaluation_answers(config, num_eval)),
-            _merge_cell(config, num_check_records)]
+    return [
+        model,
+        Cell("load base", num_loads=1),
+        Cell("evaluate", answer_batches=_evaluation_answers(config, num_eval)),
+        _merge_cell(config, num_check_records),
+    ]
 
 
 def _book() -> dict[str, list[Cell]]:
     """Every chapter's cells under full; chapters 1 and 3 load no model: their time is constant."""
-    return {"00": _chapter_00(), "01": [], "02": _chapter_02(), "03": [], "04": _chapter_04(),
-            "05": _chapter_05(), "06": _chapter_06()}
+    return {
+        "00": _chapter_00(),
+        "01": [],
+        "02": _chapter_02(),
+        "03": [],
+        "04": _chapter_04(),
+        "05": _chapter_05(),
+        "06": _chapter_06(),
+    }
 
 
 def _chapter_seconds(number: str, cells: list[Cell], gpu: str) -> float:
@@ -344,15 +397,26 @@ def _costs_table_rows() -> dict[str, list[str]]:
 
 def _counts(cells: list[Cell]) -> list[str]:
     """Return [examples trained, answers generated] as the costs page writes them."""
-    return [str(sum(cell.num_trained for cell in cells)),
-            str(sum(cell.num_answers for cell in cells))]
+    return [
+        str(sum(cell.num_trained for cell in cells)),
+        str(sum(cell.num_answers for cell in cells)),
+    ]
 
 
 def test_costs_page_has_every_constant_the_estimate_uses():
-    needed = {"lm_parameters", "training_flops_per_lm_parameter", "vision_parameters",
-              "tokens_per_example", "patches_per_example", "utilisation", "model_load_s",
-              "page_overhead_s", "chapter_01_s", "chapter_03_s",
-              *(f"{gpu}_{name}" for gpu in GPUS for name in ("peak_tflops", "decode_step_s"))}
+    needed = {
+        "lm_parameters",
+        "training_flops_per_lm_parameter",
+        "vision_parameters",
+        "tokens_per_example",
+        "patches_per_example",
+        "utilisation",
+        "model_load_s",
+        "page_overhead_s",
+        "chapter_01_s",
+        "chapter_03_s",
+        *(f"{gpu}_{name}" for gpu in GPUS for name in ("peak_tflops", "decode_step_s")),
+    }
     assert needed <= set(COSTS), f"book/costs.md lacks {sorted(needed - set(COSTS))}"
 
 
@@ -361,23 +425,34 @@ def test_full_book_builds_within_45_minutes_on_an_l4():
     assert minutes <= BOOK_LIMIT_MINUTES, f"the full book takes an estimated {minutes:.1f} min"
 
 
-@pytest.mark.parametrize("reuses_chapter_05", [True, False],
-                         ids=["chapter_06_reuses_chapter_05", "chapter_06_trains"])
+@pytest.mark.parametrize(
+    "reuses_chapter_05", [True, False], ids=["chapter_06_reuses_chapter_05", "chapter_06_trains"]
+)
 def test_every_full_cell_fits_the_cell_timeout_on_an_l4(reuses_chapter_05):
     book = {**_book(), "06": _chapter_06(reuses_chapter_05)}
     limit = float(yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]["timeout"])
-    too_long = {f"chapter {number}, {cell.name}": round(cell.seconds("l4"))
-                for number, cells in book.items() for cell in cells if cell.seconds("l4") > limit}
+    too_long = {
+        f"chapter {number}, {cell.name}": round(cell.seconds("l4"))
+        for number, cells in book.items()
+        for cell in cells
+        if cell.seconds("l4") > limit
+    }
     assert not too_long, f"estimated seconds on an L4 above the {limit:.0f} s limit: {too_long}"
 
 
 def test_chapter_06_full_recipe_is_chapter_05_so_its_run_is_reused():
     source = _chapter_source("06")
-    function = next(node for node in ast.parse(source).body
-                    if isinstance(node, ast.FunctionDef) and node.name == "describe_recipe")
+    function = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef) and node.name == "describe_recipe"
+    )
     namespace: dict[str, Any] = {}
-    exec("from vlmlib.config import Config, config_to_dict, with_overrides\n"
-         + ast.get_source_segment(source, function), namespace)
+    exec(
+        "from vlmlib.config import Config, config_to_dict, with_overrides\n"
+        + ast.get_source_segment(source, function),
+        namespace,
+    )
     describe_recipe = namespace["describe_recipe"]
     assert _full_value(source, "earlier_run") == "outputs/chapter05"
     assert describe_recipe(_chapter_06_config()) == describe_recipe(_chapter_05_config())
@@ -395,8 +470,11 @@ def test_costs_page_row_matches_the_chapter_budget(number):
     cells = _book()[number]
     # columns: examples trained | answers | L4 min | A100 min | longest cell on the L4 | peak | card
     minutes = [str(math.ceil(_chapter_seconds(number, cells, gpu) / 60)) for gpu in GPUS]
-    expected = [*_counts(cells), *minutes,
-                str(math.ceil(max(cell.seconds("l4") for cell in cells) / 60))]
+    expected = [
+        *_counts(cells),
+        *minutes,
+        str(math.ceil(max(cell.seconds("l4") for cell in cells) / 60)),
+    ]
     assert _costs_table_rows()[number][:5] == expected
 
 

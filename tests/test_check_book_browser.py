@@ -16,9 +16,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".ci"))
-import check_book_browser  # noqa: E402  (.ci/check_book_browser.py)
-
 from test_browser_student_path import require_chromium  # noqa: E402
+
+import check_book_browser  # noqa: E402  (.ci/check_book_browser.py)
 
 NO_FAVICON = '<link rel="icon" href="data:,">'  # else Chromium asks the server for /favicon.ico
 GOOD_PAGE = f"""<html><head>{NO_FAVICON}</head><body>
@@ -45,7 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (html_dir / "bad.html").write_text(BAD_PAGE)
     (html_dir / "other").mkdir()
     (html_dir / "other" / "target.html").write_text(
-        f'<html><head>{NO_FAVICON}</head><body><p id="there">x</p></body></html>')
+        f'<html><head>{NO_FAVICON}</head><body><p id="there">x</p></body></html>'
+    )
     (html_dir / "_static").mkdir()
     # an asset folder, not a page: its problems are not the book's
     (html_dir / "_static" / "theme.html").write_text("<html><img src='none.png'></html>")
@@ -64,14 +65,25 @@ def test_check_book_browser_finds_nothing_on_a_good_page(problems: list[str]):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("expected", [
-    "bad.html: console error: ",
-    "bad.html: broken image _images/missing.png",
-    "bad.html: image without alt text _images/square.png (alt='../_images/square.png')",
-    "bad.html: image without alt text _images/square.png (alt=None)",
-    "bad.html: link to a missing page nowhere.html",
-    "bad.html: link to a missing anchor other/target.html#not-there",
-], ids=["console-error", "broken-image", "path-as-alt", "no-alt", "missing-page", "missing-anchor"])
+@pytest.mark.parametrize(
+    "expected",
+    [
+        "bad.html: console error: ",
+        "bad.html: broken image _images/missing.png",
+        "bad.html: image without alt text _images/square.png (alt='../_images/square.png')",
+        "bad.html: image without alt text _images/square.png (alt=None)",
+        "bad.html: link to a missing page nowhere.html",
+        "bad.html: link to a missing anchor other/target.html#not-there",
+    ],
+    ids=[
+        "console-error",
+        "broken-image",
+        "path-as-alt",
+        "no-alt",
+        "missing-page",
+        "missing-anchor",
+    ],
+)
 def test_check_book_browser_reports_each_problem_of_a_bad_page(problems: list[str], expected: str):
     assert any(problem.startswith(expected) for problem in problems), "\n".join(problems)
 
@@ -81,10 +93,12 @@ def test_check_book_browser_skips_asset_folders(problems: list[str]):
     assert not any(problem.startswith("_static/") for problem in problems)
 
 
-@pytest.mark.parametrize(("ci", "status"), [("", 0), ("true", 1)],
-                         ids=["notes-outside-ci", "fails-under-ci"])
-def test_check_book_browser_without_chromium_fails_only_under_ci(monkeypatch, tmp_path, capsys,
-                                                                 ci, status):
+@pytest.mark.parametrize(
+    ("ci", "status"), [("", 0), ("true", 1)], ids=["notes-outside-ci", "fails-under-ci"]
+)
+def test_check_book_browser_without_chromium_fails_only_under_ci(
+    monkeypatch, tmp_path, capsys, ci, status
+):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CI", ci)
     assert check_book_browser.main(tmp_path) == status

@@ -39,12 +39,14 @@ def _fake_interpreter(folder: Path, name: str, log: Path, runs: bool) -> None:
 
 
 def _run_setup(course: Path, environment: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", ".ci/setup"], cwd=course, env=environment, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        ["bash", ".ci/setup"], cwd=course, env=environment, capture_output=True, text=True
+    )
 
 
-@pytest.mark.skipif(not (3, 11) <= sys.version_info[:2] <= (3, 13),
-                    reason="the fake interpreters run this Python")
+@pytest.mark.skipif(
+    not (3, 11) <= sys.version_info[:2] <= (3, 13), reason="the fake interpreters run this Python"
+)
 def test_ci_setup_takes_the_newest_supported_python_that_runs(tmp_path: Path):
     course, kept = _course_with_an_installed_venv(tmp_path)
     fakes, log = tmp_path / "bin", tmp_path / "calls.log"
@@ -62,9 +64,11 @@ def test_ci_setup_takes_the_newest_supported_python_that_runs(tmp_path: Path):
 def test_ci_setup_names_the_supported_versions_when_python_is_too_old(tmp_path: Path):
     course, kept = _course_with_an_installed_venv(tmp_path)
     old = tmp_path / "python3.10"
-    old.write_text("#!/usr/bin/env bash\n"
-                   "[ \"$1\" = --version ] && { echo 'Python 3.10.13'; exit 0; }\n"
-                   "exit 1\n")  # as a Python 3.10 answers the check: not supported
+    old.write_text(
+        "#!/usr/bin/env bash\n"
+        "[ \"$1\" = --version ] && { echo 'Python 3.10.13'; exit 0; }\n"
+        "exit 1\n"
+    )  # as a Python 3.10 answers the check: not supported
     old.chmod(0o755)
     environment = {**os.environ, "PYTHON": str(old), "VLM_VENV_DIR": str(kept)}
     result = _run_setup(course, environment)

@@ -22,7 +22,8 @@ def test_python_m_vlmlib_help_lists_the_commands():
 def test_make_tiny_prints_where_it_cached_the_assets(
     tiny_config, tiny_assets, capsys: pytest.CaptureFixture[str]
 ):
-    # tiny_config points VLM_CACHE_DIR at this session's folder; the overrides match it, so nothing is rebuilt.
+    # tiny_config points VLM_CACHE_DIR at this session's folder; the overrides
+    # match it, so nothing is rebuilt.
     code = main(
         [
             "make-tiny",

@@ -1,4 +1,6 @@
-"""Proofs for vlmlib.collators: the exact tokens each version trains on, checked against independent expectations."""
+"""Proofs for vlmlib.collators: the exact tokens each version trains on, checked
+against independent expectations.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,14 @@ import torch
 from qwen_vl_utils import process_vision_info
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from vlmlib.collators import IGNORE_INDEX, CollatorV1, CollatorV2, CollatorV3, build_collator, find_answer_mask
+from vlmlib.collators import (
+    IGNORE_INDEX,
+    CollatorV1,
+    CollatorV2,
+    CollatorV3,
+    build_collator,
+    find_answer_mask,
+)
 from vlmlib.data import build_conversation, format_answer
 from vlmlib.models import get_pixel_budget
 from vlmlib.tokens import IM_END_TOKEN, IM_START_TOKEN, VISION_TOKENS
@@ -17,7 +26,7 @@ PADDING_SIDES = ["right", "left"]
 
 @pytest.fixture(scope="module")
 def mixed_records(synthetic_dataset_dict) -> list[dict]:
-    """Four records with 1, 2 and 3 boxes and different image sizes, so examples differ in length."""
+    """Four records with 1, 2 and 3 boxes and different image sizes: examples differ in length."""
     train = synthetic_dataset_dict["train"]
     by_count: dict[int, list[int]] = {1: [], 2: [], 3: []}
     for index, objects in enumerate(train["objects"]):
@@ -42,9 +51,13 @@ def test_collator_v2_masks_padding_and_vision_tokens(tiny_processor, mixed_recor
     vision_ids = tiny_processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
     for row in range(len(mixed_records)):
         real = batch["attention_mask"][row] == 1
-        expected = [token for token in batch["input_ids"][row][real].tolist() if token not in vision_ids]
+        expected = [
+            token for token in batch["input_ids"][row][real].tolist() if token not in vision_ids
+        ]
         assert _trained_ids(batch, row) == expected
-        assert IM_START_TOKEN + "system" in tiny_processor.tokenizer.decode(_trained_ids(batch, row))  # still learns the prompt
+        assert IM_START_TOKEN + "system" in tiny_processor.tokenizer.decode(
+            _trained_ids(batch, row)
+        )  # still learns the prompt
 
 
 @pytest.mark.parametrize("padding_side", PADDING_SIDES)
@@ -52,23 +65,31 @@ def test_collator_v3_learns_only_answer_tokens(tiny_processor, mixed_records, pa
     batch = CollatorV3(tiny_processor, padding_side=padding_side)(mixed_records)
     for row, record in enumerate(mixed_records):
         # The expectation is computed independently: tokenize the target answer on its own.
-        expected = tiny_processor.tokenizer.encode(format_answer(record["objects"]) + IM_END_TOKEN, add_special_tokens=False)
+        expected = tiny_processor.tokenizer.encode(
+            format_answer(record["objects"]) + IM_END_TOKEN, add_special_tokens=False
+        )
         assert _trained_ids(batch, row) == expected
 
 
 @pytest.mark.parametrize("padding_side", PADDING_SIDES)
-def test_collator_v3_never_trains_on_image_system_or_user_tokens(tiny_processor, mixed_records, padding_side):
+def test_collator_v3_never_trains_on_image_system_or_user_tokens(
+    tiny_processor, mixed_records, padding_side
+):
     batch = CollatorV3(tiny_processor, padding_side=padding_side)(mixed_records)
     im_start = tiny_processor.tokenizer.convert_tokens_to_ids(IM_START_TOKEN)
     for row in range(len(mixed_records)):
         ids = batch["input_ids"][row]
         trained = torch.nonzero(batch["labels"][row] != IGNORE_INDEX).flatten()
-        assistant_header = torch.nonzero(ids == im_start).flatten().max()  # the last turn is the assistant's
+        assistant_header = (
+            torch.nonzero(ids == im_start).flatten().max()
+        )  # the last turn is the assistant's
         assert trained.min() > assistant_header + 2  # after "<|im_start|>assistant\n"
         assert batch["attention_mask"][row][trained].all()
 
 
-def test_collator_v3_trained_positions_are_contiguous_and_end_with_im_end(tiny_processor, mixed_records):
+def test_collator_v3_trained_positions_are_contiguous_and_end_with_im_end(
+    tiny_processor, mixed_records
+):
     batch = CollatorV3(tiny_processor)(mixed_records)
     im_end = tiny_processor.tokenizer.convert_tokens_to_ids(IM_END_TOKEN)
     for row in range(len(mixed_records)):
@@ -84,7 +105,14 @@ def test_collator_v3_all_tokens_equals_v2_labels(tiny_processor, mixed_records):
 
 
 def test_collators_give_identical_inputs_and_differ_only_in_labels(tiny_processor, mixed_records):
-    batches = [collator(mixed_records) for collator in (CollatorV1(tiny_processor), CollatorV2(tiny_processor), CollatorV3(tiny_processor))]
+    batches = [
+        collator(mixed_records)
+        for collator in (
+            CollatorV1(tiny_processor),
+            CollatorV2(tiny_processor),
+            CollatorV3(tiny_processor),
+        )
+    ]
     for key in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw"):
         assert all(torch.equal(batches[0][key], batch[key]) for batch in batches[1:])
     num_trained = [int((batch["labels"] != IGNORE_INDEX).sum()) for batch in batches]
@@ -101,8 +129,12 @@ def test_collator_v3_matches_trl_completion_only_collator(tiny_processor, mixed_
         conversation = build_conversation(record, min_pixels=min_pixels, max_pixels=max_pixels)
         images, _ = process_vision_info(conversation)
         conversation[1]["content"][0] = {"type": "image"}  # TRL fills the placeholder from "images"
-        examples.append({"prompt": conversation[:2], "completion": conversation[2:], "images": images})
-    trl_batch = DataCollatorForVisionLanguageModeling(processor=tiny_processor, completion_only_loss=True)(examples)
+        examples.append(
+            {"prompt": conversation[:2], "completion": conversation[2:], "images": images}
+        )
+    trl_batch = DataCollatorForVisionLanguageModeling(
+        processor=tiny_processor, completion_only_loss=True
+    )(examples)
     ours = CollatorV3(tiny_processor)(mixed_records)
     newline = tiny_processor.tokenizer.encode("\n", add_special_tokens=False)
     for row in range(len(mixed_records)):
@@ -110,8 +142,9 @@ def test_collator_v3_matches_trl_completion_only_collator(tiny_processor, mixed_
     assert torch.equal(trl_batch["pixel_values"], ours["pixel_values"])
 
 
-def test_trl_collator_masks_only_padding_and_keeps_vision_tokens_of_a_conversation(tiny_processor,
-                                                                                  mixed_records):
+def test_trl_collator_masks_only_padding_and_keeps_vision_tokens_of_a_conversation(
+    tiny_processor, mixed_records
+):
     """What chapter 03 and CollatorV2's docstring say TRL 1.16 does, unlike V2 and the cookbook.
     If a TRL upgrade starts masking vision tokens, this fails and the text must change."""
     min_pixels, max_pixels = get_pixel_budget(tiny_processor)
@@ -131,7 +164,9 @@ def test_trl_collator_masks_only_padding_and_keeps_vision_tokens_of_a_conversati
     assert int(torch.isin(ours["labels"], vision_ids).sum()) == 0
 
 
-def test_collator_v3_batch_gives_finite_loss_in_tiny_model(tiny_model, tiny_processor, mixed_records):
+def test_collator_v3_batch_gives_finite_loss_in_tiny_model(
+    tiny_model, tiny_processor, mixed_records
+):
     batch = CollatorV3(tiny_processor)(mixed_records)
     with torch.no_grad():
         loss = tiny_model(**batch).loss
@@ -166,18 +201,31 @@ def test_collator_v3_refuses_examples_longer_than_max_length(tiny_processor, mix
 def test_find_answer_mask_refuses_an_answer_cut_by_truncation(tiny_processor, mixed_records):
     batch = CollatorV1(tiny_processor)(mixed_records[:1])
     length = int(batch["attention_mask"][0].sum())
-    cut_ids, cut_mask = batch["input_ids"][:, : length - 4], batch["attention_mask"][:, : length - 4]
+    cut_ids, cut_mask = (
+        batch["input_ids"][:, : length - 4],
+        batch["attention_mask"][:, : length - 4],
+    )
     tokenizer = tiny_processor.tokenizer
-    with pytest.raises(ValueError, match=r"example 0 of 1: an assistant answer has no closing <\|im_end\|>"):
-        find_answer_mask(cut_ids, cut_mask, tokenizer.convert_tokens_to_ids(IM_START_TOKEN),
-                         tokenizer.convert_tokens_to_ids(IM_END_TOKEN), tokenizer.encode("assistant\n", add_special_tokens=False))
+    with pytest.raises(
+        ValueError, match=r"example 0 of 1: an assistant answer has no closing <\|im_end\|>"
+    ):
+        find_answer_mask(
+            cut_ids,
+            cut_mask,
+            tokenizer.convert_tokens_to_ids(IM_START_TOKEN),
+            tokenizer.convert_tokens_to_ids(IM_END_TOKEN),
+            tokenizer.encode("assistant\n", add_special_tokens=False),
+        )
 
 
 def test_find_answer_mask_handles_several_assistant_turns():
-    # Token ids are arbitrary small numbers here: 1 = <|im_start|>, 2 = <|im_end|>, 7 8 = "assistant\n", 5 = "user".
+    # Token ids are arbitrary small numbers here: 1 = <|im_start|>, 2 =
+    # <|im_end|>, 7 8 = "assistant\n", 5 = "user".
     input_ids = torch.tensor([[1, 5, 9, 2, 1, 7, 8, 30, 31, 2, 1, 5, 9, 2, 1, 7, 8, 40, 2, 0]])
     attention_mask = torch.tensor([[1] * 19 + [0]])
-    mask = find_answer_mask(input_ids, attention_mask, im_start_id=1, im_end_id=2, assistant_header_ids=[7, 8])
+    mask = find_answer_mask(
+        input_ids, attention_mask, im_start_id=1, im_end_id=2, assistant_header_ids=[7, 8]
+    )
     assert input_ids[mask].tolist() == [30, 31, 2, 40, 2]
 
 

@@ -6,14 +6,25 @@ from pathlib import Path
 
 import pytest
 
-from vlmlib.config import Config, ConfigError, get_profile, list_named_configs, load_config, with_overrides
+from vlmlib.config import (
+    Config,
+    ConfigError,
+    get_profile,
+    list_named_configs,
+    load_config,
+    with_overrides,
+)
 
 
 def test_list_named_configs_ships_the_six_designed_configs():
-    assert {"tiny", "full", "all_tokens", "assistant_only", "lightweight", "aggressive"} <= set(list_named_configs())
+    assert {"tiny", "full", "all_tokens", "assistant_only", "lightweight", "aggressive"} <= set(
+        list_named_configs()
+    )
 
 
-@pytest.mark.parametrize("name", ["tiny", "full", "all_tokens", "assistant_only", "lightweight", "aggressive"])
+@pytest.mark.parametrize(
+    "name", ["tiny", "full", "all_tokens", "assistant_only", "lightweight", "aggressive"]
+)
 def test_load_config_loads_every_named_config(name: str):
     assert isinstance(load_config(name), Config)
 
@@ -50,7 +61,13 @@ def test_load_config_profile_key_in_a_file_selects_that_profile(monkeypatch: pyt
 
 
 def test_load_config_overrides_parse_yaml_values():
-    config = load_config(overrides=["training.max_steps=7", "training.learning_rate=1e-4", "lora.target_modules=[q_proj]"])
+    config = load_config(
+        overrides=[
+            "training.max_steps=7",
+            "training.learning_rate=1e-4",
+            "lora.target_modules=[q_proj]",
+        ]
+    )
     assert config.training.max_steps == 7
     assert config.training.learning_rate == pytest.approx(1e-4)
     assert config.lora.target_modules == ["q_proj"]
@@ -88,7 +105,15 @@ def test_config_unknown_section_error_lists_valid_sections():
         ("lora.target_modules=q_proj", r"must be a list"),
         ("training=5", r"must be a section"),
     ],
-    ids=["int-from-text", "bool-from-int", "int-from-bool", "collator-choice", "mask-choice", "list", "section"],
+    ids=[
+        "int-from-text",
+        "bool-from-int",
+        "int-from-bool",
+        "collator-choice",
+        "mask-choice",
+        "list",
+        "section",
+    ],
 )
 def test_config_wrong_type_error_names_the_key_and_expected_type(override: str, pattern: str):
     with pytest.raises(ConfigError, match=pattern):
@@ -131,9 +156,11 @@ def test_config_eval_steps_is_off_by_default_and_the_tiny_profile_keeps_it_off()
     assert load_config(profile="tiny").training.eval_steps is None
 
 
-@pytest.mark.parametrize(("override", "expected"),
-                         [("training.eval_steps=25", 25), ("training.eval_steps=null", None)],
-                         ids=["every-25-steps", "off"])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("training.eval_steps=25", 25), ("training.eval_steps=null", None)],
+    ids=["every-25-steps", "off"],
+)
 def test_config_eval_steps_loads_from_an_override(override: str, expected: int | None):
     assert load_config(profile="full", overrides=[override]).training.eval_steps == expected
 

@@ -29,6 +29,7 @@ def test_explained_in_links_name_an_existing_chapter_section(module: str):
     source = (ROOT / "vlmlib" / f"{module}.py").read_text()
     links = LINK.findall(source)
     assert links, f"vlmlib/{module}.py has no chapter link to check"
-    broken = [f'chapter {number}, "{title}"' for number, title in links
-              if title not in _headings(number)]
+    broken = [
+        f'chapter {number}, "{title}"' for number, title in links if title not in _headings(number)
+    ]
     assert not broken, f"vlmlib/{module}.py links to sections that do not exist: {broken}"

@@ -42,25 +42,31 @@ def _build_meta_model() -> Qwen2VLForConditionalGeneration:
 
 def test_estimate_parameters_add_up_to_the_published_2b_count(full_config):
     estimate = costs.estimate_costs(full_config, SIZES, batch_size=1)
-    total = (estimate.lm_linear_parameters + estimate.vision_linear_parameters
-             + estimate.unquantised_parameters)
+    total = (
+        estimate.lm_linear_parameters
+        + estimate.vision_linear_parameters
+        + estimate.unquantised_parameters
+    )
     assert total == 2_208_985_600  # "2.21B" on the model card; test_benchmarks.py counts it too
 
 
 def test_estimate_quantises_exactly_the_linear_layers_except_the_tied_head(full_config):
     # bitsandbytes, through transformers, turns every nn.Linear into a 4-bit one except the output
     # head (tied to the 16-bit embedding); tests/test_full_rehearsal.py checks that on a real load.
-    linear_weights = sum(module.weight.numel()
-                         for name, module in _build_meta_model().named_modules()
-                         if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"))
+    linear_weights = sum(
+        module.weight.numel()
+        for name, module in _build_meta_model().named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
+    )
     estimate = costs.estimate_costs(full_config, SIZES, batch_size=1)
     assert estimate.lm_linear_parameters + estimate.vision_linear_parameters == linear_weights
 
 
 def test_count_lora_parameters_matches_peft_on_the_2b_model(full_config):
     peft_model = get_peft_model(_build_meta_model(), build_lora_config(full_config))
-    trainable = sum(parameter.numel() for parameter in peft_model.parameters()
-                    if parameter.requires_grad)
+    trainable = sum(
+        parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad
+    )
     lora = full_config.lora
     expected = costs.count_lora_parameters(SIZES, lora.r, lora.target_modules)
     assert expected == trainable
@@ -77,10 +83,16 @@ def _saved_bytes(layer: torch.nn.Module, rotary: torch.nn.Module, num_tokens: in
         return tensor
 
     position_embeddings = rotary(hidden, positions)
-    with (torch.autocast("cpu", dtype=torch.bfloat16),
-          torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor)):
-        layer(hidden, attention_mask=None, position_ids=positions,
-              position_embeddings=position_embeddings)
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor),
+    ):
+        layer(
+            hidden,
+            attention_mask=None,
+            position_ids=positions,
+            position_embeddings=position_embeddings,
+        )
     return sum(storages.values())
 
 

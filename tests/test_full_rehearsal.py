@@ -86,16 +86,22 @@ def hub_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def rehearsal_overrides(hub_model_dir: Path, hub_dataset_dir: Path) -> list[str]:
-    return [f"model.name={hub_model_dir}", f"data.local_path={hub_dataset_dir}",
-            *REHEARSAL_OVERRIDES]
+    return [
+        f"model.name={hub_model_dir}",
+        f"data.local_path={hub_dataset_dir}",
+        *REHEARSAL_OVERRIDES,
+    ]
 
 
 @pytest.fixture(scope="module")
 def full_config(rehearsal_overrides: list[str], tmp_path_factory: pytest.TempPathFactory) -> Config:
     """The quick tour's config (`assistant_only` on the full profile), with the overrides above."""
     output_dir = tmp_path_factory.mktemp("tour") / "quick_tour"
-    return load_config("assistant_only", profile="full",
-                       overrides=[*rehearsal_overrides, f"training.output_dir={output_dir}"])
+    return load_config(
+        "assistant_only",
+        profile="full",
+        overrides=[*rehearsal_overrides, f"training.output_dir={output_dir}"],
+    )
 
 
 def _count_expected_image_tokens(width_px: int, height_px: int, config: Config) -> int:
@@ -106,8 +112,12 @@ def _count_expected_image_tokens(width_px: int, height_px: int, config: Config) 
     """
     block_px = 28
     resized_height_px, resized_width_px = smart_resize(
-        height_px, width_px, factor=block_px,
-        min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels)
+        height_px,
+        width_px,
+        factor=block_px,
+        min_pixels=config.model.min_pixels,
+        max_pixels=config.model.max_pixels,
+    )
     return resized_height_px * resized_width_px // block_px**2
 
 
@@ -145,21 +155,27 @@ def tour_zero_shot(full_config: Config, tour_model_and_processor, tour_splits) -
     """Step 2: the answer to a held-out photo before training, with the `generate` call recorded."""
     model, processor = tour_model_and_processor
     with mock.patch.object(model, "generate", wraps=model.generate) as generate:
-        answer = inference.generate_answers(model, processor, [tour_splits["eval"][0]],
-                                            max_new_tokens=full_config.callbacks.max_new_tokens)[0]
-    return ZeroShot(answer, dict(generate.call_args.kwargs),
-                    copy.deepcopy(model.generation_config))
+        answer = inference.generate_answers(
+            model,
+            processor,
+            [tour_splits["eval"][0]],
+            max_new_tokens=full_config.callbacks.max_new_tokens,
+        )[0]
+    return ZeroShot(answer, dict(generate.call_args.kwargs), copy.deepcopy(model.generation_config))
 
 
 @pytest.fixture(scope="module")
-def tour_run(full_config: Config, tour_model_and_processor, tour_splits,
-             tour_zero_shot) -> training.TrainingRun:
+def tour_run(
+    full_config: Config, tour_model_and_processor, tour_splits, tour_zero_shot
+) -> training.TrainingRun:
     """Step 4: the short training, on the model that answered zero-shot (as the tour does)."""
     model, processor = tour_model_and_processor
     budget = models.get_pixel_budget(processor)
     if budget != (full_config.model.min_pixels, full_config.model.max_pixels):
-        pytest.fail(f"not training: the processor's pixel budget is {budget}, not full.yaml's; a "
-                    "3120x4208 photo would cost thousands of tokens")
+        pytest.fail(
+            f"not training: the processor's pixel budget is {budget}, not full.yaml's; a "
+            "3120x4208 photo would cost thousands of tokens"
+        )
     return training.train(full_config, model=model, processor=processor, splits=tour_splits)
 
 
@@ -170,8 +186,9 @@ def tour_reports(full_config: Config, tour_run, tour_model_and_processor, tour_s
     eval_split = tour_splits["eval"]
     base_model, _ = models.load_model_and_processor(full_config)
     zero_shot_report, _ = evaluation.evaluate_model(base_model, processor, eval_split, full_config)
-    fine_tuned_report, _ = evaluation.evaluate_model(tour_run.trainer.model, processor, eval_split,
-                                                     full_config)
+    fine_tuned_report, _ = evaluation.evaluate_model(
+        tour_run.trainer.model, processor, eval_split, full_config
+    )
     return zero_shot_report, fine_tuned_report
 
 
@@ -179,14 +196,21 @@ def tour_reports(full_config: Config, tour_run, tour_model_and_processor, tour_s
 def tour_merge(full_config: Config, tour_run, tour_reports) -> merging.MergeReport:
     """Step 7: merge the adapter into the unquantised base, with merge_lora's own check."""
     merged_dir = Path(full_config.training.output_dir).with_name("quick_tour_merged")
-    return merging.merge_lora(tour_run.output_dir, merged_dir, num_check_records=2,
-                              max_new_tokens=full_config.callbacks.max_new_tokens)
+    return merging.merge_lora(
+        tour_run.output_dir,
+        merged_dir,
+        num_check_records=2,
+        max_new_tokens=full_config.callbacks.max_new_tokens,
+    )
 
 
 def test_full_config_loads_the_hub_model_in_4bit_nf4_on_the_cpu(tour_model_and_processor):
     model, _ = tour_model_and_processor
-    linear_layers = [module for name, module in model.named_modules()
-                     if "language_model.layers" in name and isinstance(module, torch.nn.Linear)]
+    linear_layers = [
+        module
+        for name, module in model.named_modules()
+        if "language_model.layers" in name and isinstance(module, torch.nn.Linear)
+    ]
     assert getattr(model, "is_loaded_in_4bit", False) and model.device.type == "cpu"
     assert linear_layers and all(isinstance(layer, bnb.nn.Linear4bit) for layer in linear_layers)
     assert {layer.weight.quant_state.quant_type for layer in linear_layers} == {"nf4"}
@@ -201,11 +225,14 @@ _HUB_NAMES_OF_UNQUANTISED_WEIGHTS = [
 ]
 
 
-@pytest.mark.parametrize(("hub_name", "loaded_name"), _HUB_NAMES_OF_UNQUANTISED_WEIGHTS,
-                         ids=[hub_name for hub_name, _ in _HUB_NAMES_OF_UNQUANTISED_WEIGHTS])
-def test_full_config_loads_a_weight_stored_under_its_hub_name(hub_model_dir: Path,
-                                                              tour_model_and_processor,
-                                                              hub_name: str, loaded_name: str):
+@pytest.mark.parametrize(
+    ("hub_name", "loaded_name"),
+    _HUB_NAMES_OF_UNQUANTISED_WEIGHTS,
+    ids=[hub_name for hub_name, _ in _HUB_NAMES_OF_UNQUANTISED_WEIGHTS],
+)
+def test_full_config_loads_a_weight_stored_under_its_hub_name(
+    hub_model_dir: Path, tour_model_and_processor, hub_name: str, loaded_name: str
+):
     # The Hub checkpoint names parameters as transformers 4 did (`model.embed_tokens`, `visual.*`);
     # a name transformers 5 failed to map would leave that weight random, with only a log line.
     model, _ = tour_model_and_processor
@@ -217,8 +244,10 @@ def test_full_config_loads_a_weight_stored_under_its_hub_name(hub_model_dir: Pat
 
 
 def test_full_config_loads_every_record_of_the_hub_layout(tour_splits):
-    sizes_px = {name: [(record["width"], record["height"]) for record in split]
-                for name, split in tour_splits.items()}
+    sizes_px = {
+        name: [(record["width"], record["height"]) for record in split]
+        for name, split in tour_splits.items()
+    }
     assert sizes_px == {"train": PHOTO_SIZES_PX["train"], "eval": PHOTO_SIZES_PX["val"]}
 
 
@@ -228,11 +257,14 @@ def test_processor_keeps_the_configured_budget(full_config: Config, tour_model_a
     assert models.get_pixel_budget(processor) == budget
 
 
-@pytest.mark.parametrize("index", range(len(PHOTO_SIZES_PX["val"])),
-                         ids=[f"{width}x{height}" for width, height in PHOTO_SIZES_PX["val"]])
-def test_processor_alone_costs_a_photo_the_budgets_tokens(full_config: Config,
-                                                          tour_model_and_processor, tour_splits,
-                                                          index: int):
+@pytest.mark.parametrize(
+    "index",
+    range(len(PHOTO_SIZES_PX["val"])),
+    ids=[f"{width}x{height}" for width, height in PHOTO_SIZES_PX["val"]],
+)
+def test_processor_alone_costs_a_photo_the_budgets_tokens(
+    full_config: Config, tour_model_and_processor, tour_splits, index: int
+):
     # The photo goes to the processor as it is, without qwen_vl_utils' resize first: the
     # processor's own budget decides (the Hub file's min_pixels/max_pixels must not).
     _, processor = tour_model_and_processor
@@ -242,20 +274,24 @@ def test_processor_alone_costs_a_photo_the_budgets_tokens(full_config: Config,
     assert _count_grid_tokens(batch["image_grid_thw"]) == [expected]
 
 
-def test_collator_batch_costs_each_photo_the_budgets_tokens(full_config: Config,
-                                                            tour_model_and_processor, tour_splits):
+def test_collator_batch_costs_each_photo_the_budgets_tokens(
+    full_config: Config, tour_model_and_processor, tour_splits
+):
     _, processor = tour_model_and_processor
     records = list(tour_splits["eval"])
     batch = CollatorV3(processor)(records)  # step 3 of the tour, on every held-out photo
     image_pad_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN)
-    expected = [_count_expected_image_tokens(record["width"], record["height"], full_config)
-                for record in records]
+    expected = [
+        _count_expected_image_tokens(record["width"], record["height"], full_config)
+        for record in records
+    ]
     assert _count_grid_tokens(batch["image_grid_thw"]) == expected
     assert (batch["input_ids"] == image_pad_id).sum(dim=1).tolist() == expected
 
 
 def test_zero_shot_answer_is_greedy_whatever_the_hub_generation_config_says(
-        tour_zero_shot: ZeroShot):
+    tour_zero_shot: ZeroShot,
+):
     # generate() takes every setting it is not given from generation_config.json, and the Hub's
     # turns sampling on with repetition_penalty 1.05: generate runs with the file's settings
     # updated by the call's.
@@ -283,20 +319,24 @@ def test_training_moves_every_lora_weight_off_its_start(tour_run):
     assert untrained == []
 
 
-def test_evaluation_scores_every_held_out_photo_before_and_after_training(tour_reports,
-                                                                         tour_splits):
+def test_evaluation_scores_every_held_out_photo_before_and_after_training(
+    tour_reports, tour_splits
+):
     for report in tour_reports:
         assert report.num_images == len(tour_splits["eval"])
         assert math.isfinite(report.mean_iou) and 0.0 <= report.parse_failure_rate <= 1.0
 
 
 def test_merge_check_finds_the_merged_model_equivalent_to_the_adapter(tour_merge):
-    assert tour_merge.is_equivalent, (f"logits differ by {tour_merge.max_logit_difference:.2e}, "
-                                      f"tolerance {tour_merge.tolerance:.2e}")
+    assert tour_merge.is_equivalent, (
+        f"logits differ by {tour_merge.max_logit_difference:.2e}, "
+        f"tolerance {tour_merge.tolerance:.2e}"
+    )
 
 
-def _compute_answer_logits(model, processor, record: dict[str, Any],
-                           num_positions: int = 32) -> torch.Tensor:
+def _compute_answer_logits(
+    model, processor, record: dict[str, Any], num_positions: int = 32
+) -> torch.Tensor:
     """Return float32 logits (num_positions, vocab) at the last positions of a training example.
 
     Those positions hold the answer and its `<|im_end|>`: where an adapter changes the output.
@@ -307,12 +347,14 @@ def _compute_answer_logits(model, processor, record: dict[str, Any],
         return model(**batch, logits_to_keep=num_positions).logits[0].float()
 
 
-def test_merged_run_reloads_unquantised_and_computes_what_the_adapter_does(tour_run, tour_merge,
-                                                                           tour_splits):
+def test_merged_run_reloads_unquantised_and_computes_what_the_adapter_does(
+    tour_run, tour_merge, tour_splits
+):
     merged, processor, _ = models.load_run(tour_merge.output_dir)
     # merge_lora's own base: the run, unquantised (merging into nf4 would round the update away)
-    adapted, adapter_processor, _ = models.load_run(tour_run.output_dir,
-                                                    overrides=["model.load_in_4bit=false"])
+    adapted, adapter_processor, _ = models.load_run(
+        tour_run.output_dir, overrides=["model.load_in_4bit=false"]
+    )
     assert not getattr(merged, "is_loaded_in_4bit", False)
     assert not any(isinstance(module, bnb.nn.Linear4bit) for module in merged.modules())
     for index in range(2):
@@ -321,8 +363,10 @@ def test_merged_run_reloads_unquantised_and_computes_what_the_adapter_does(tour_
         merged_logits = _compute_answer_logits(merged, processor, record)
         difference = float((merged_logits - expected).abs().max())
         tolerance = merging.merge_tolerance(merged.dtype, float(expected.abs().max()))
-        assert difference <= tolerance, (f"photo {index}: the reloaded merged model's logits "
-                                         f"differ from the adapter's by {difference:.2e}")
+        assert difference <= tolerance, (
+            f"photo {index}: the reloaded merged model's logits "
+            f"differ from the adapter's by {difference:.2e}"
+        )
 
 
 # --- the command line, as subprocesses ---
@@ -334,15 +378,20 @@ def test_merged_run_reloads_unquantised_and_computes_what_the_adapter_does(tour_
 _EXPECTED_STDERR = [
     re.compile(r"^INFO vlmlib(\.[\w.]+)?: "),
     re.compile(r"\[\d+:\d\d(<|,|\])"),  # a tqdm bar: "[elapsed<remaining, rate]", "[elapsed, ...]"
-    re.compile(r"^Failed to load CPU gemm_4bit_forward from kernels-community: "
-               r"No module named 'kernels'"),
+    re.compile(
+        r"^Failed to load CPU gemm_4bit_forward from kernels-community: "
+        r"No module named 'kernels'"
+    ),
 ]
 
 
 def _find_unexpected_stderr(stderr: str) -> list[str]:
     """Return the stderr lines (split at newlines and tqdm's carriage returns) not expected."""
-    return [line for line in re.split(r"[\r\n]+", stderr)
-            if line.strip() and not any(pattern.search(line) for pattern in _EXPECTED_STDERR)]
+    return [
+        line
+        for line in re.split(r"[\r\n]+", stderr)
+        if line.strip() and not any(pattern.search(line) for pattern in _EXPECTED_STDERR)
+    ]
 
 
 @dataclass
@@ -355,8 +404,9 @@ class CommandResult:
 
 
 @pytest.fixture(scope="module")
-def cli_results(rehearsal_overrides: list[str], tour_splits,
-                tmp_path_factory: pytest.TempPathFactory) -> dict[str, CommandResult]:
+def cli_results(
+    rehearsal_overrides: list[str], tour_splits, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, CommandResult]:
     """Run `train`, `evaluate`, `predict`, `merge-lora` in order; stop at the first failure."""
     folder = tmp_path_factory.mktemp("cli")
     run_dir, merged_dir, photo = folder / "run", folder / "merged", folder / "photo.jpg"
@@ -367,20 +417,43 @@ def cli_results(rehearsal_overrides: list[str], tour_splits,
         "train": ["train", "--config", "full", *settings, "--output-dir", str(run_dir)],
         "evaluate": ["evaluate", "--model", str(run_dir)],
         "predict": ["predict", "--model", str(run_dir), "--image", str(photo)],
-        "merge-lora": ["merge-lora", "--model", str(run_dir), "--output", str(merged_dir),
-                       "--num-check", "2"],
+        "merge-lora": [
+            "merge-lora",
+            "--model",
+            str(run_dir),
+            "--output",
+            str(merged_dir),
+            "--num-check",
+            "2",
+        ],
     }
-    python_path = os.pathsep.join(filter(None, [str(REPOSITORY_ROOT),
-                                                os.environ.get("PYTHONPATH")]))
-    environment = {**os.environ, "VLM_PROFILE": "full", "HF_HUB_OFFLINE": "1",
-                   "PYTHONPATH": python_path}
+    python_path = os.pathsep.join(
+        filter(None, [str(REPOSITORY_ROOT), os.environ.get("PYTHONPATH")])
+    )
+    environment = {
+        **os.environ,
+        "VLM_PROFILE": "full",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": python_path,
+    }
     results = {}
     for name, arguments in commands.items():
         started = time.perf_counter()
-        completed = subprocess.run([sys.executable, "-m", "vlmlib", *arguments], cwd=folder,
-                                   env=environment, capture_output=True, text=True, timeout=300)
-        results[name] = CommandResult(arguments, completed.returncode, completed.stdout,
-                                      completed.stderr, time.perf_counter() - started)
+        completed = subprocess.run(
+            [sys.executable, "-m", "vlmlib", *arguments],
+            cwd=folder,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        results[name] = CommandResult(
+            arguments,
+            completed.returncode,
+            completed.stdout,
+            completed.stderr,
+            time.perf_counter() - started,
+        )
         if completed.returncode != 0:
             break
     return results
@@ -397,23 +470,28 @@ def _get_result(cli_results: dict[str, CommandResult], command: str) -> CommandR
 
 
 @pytest.mark.parametrize("command", CLI_COMMANDS)
-def test_cli_command_succeeds_on_the_full_profile(cli_results: dict[str, CommandResult],
-                                                  command: str):
+def test_cli_command_succeeds_on_the_full_profile(
+    cli_results: dict[str, CommandResult], command: str
+):
     result = _get_result(cli_results, command)
-    assert result.returncode == 0, (f"vlmlib {command} exited {result.returncode}:\n"
-                                    f"{result.stderr[-3000:]}")
+    assert result.returncode == 0, (
+        f"vlmlib {command} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    )
 
 
 @pytest.mark.parametrize("command", CLI_COMMANDS)
-def test_cli_command_writes_only_expected_lines_to_stderr(cli_results: dict[str, CommandResult],
-                                                          command: str):
+def test_cli_command_writes_only_expected_lines_to_stderr(
+    cli_results: dict[str, CommandResult], command: str
+):
     unexpected = _find_unexpected_stderr(_get_result(cli_results, command).stderr)
-    assert unexpected == [], (f"vlmlib {command} wrote unexpected lines to stderr:\n"
-                              + "\n".join(unexpected))
+    assert unexpected == [], f"vlmlib {command} wrote unexpected lines to stderr:\n" + "\n".join(
+        unexpected
+    )
 
 
-def test_cli_run_reloads_with_the_budget_it_trained_with(cli_results: dict[str, CommandResult],
-                                                         full_config: Config, tour_splits):
+def test_cli_run_reloads_with_the_budget_it_trained_with(
+    cli_results: dict[str, CommandResult], full_config: Config, tour_splits
+):
     run_dir = Path(_get_result(cli_results, "train").arguments[-1])
     _, processor, config = models.load_run(run_dir)
     record = tour_splits["eval"][0]
@@ -424,8 +502,9 @@ def test_cli_run_reloads_with_the_budget_it_trained_with(cli_results: dict[str, 
     assert _count_grid_tokens(batch["image_grid_thw"]) == [expected]
 
 
-def test_cli_evaluate_scores_every_held_out_photo(cli_results: dict[str, CommandResult],
-                                                  tour_splits):
+def test_cli_evaluate_scores_every_held_out_photo(
+    cli_results: dict[str, CommandResult], tour_splits
+):
     run_dir = Path(_get_result(cli_results, "evaluate").arguments[-1])
     report = evaluation.EvaluationReport.load_json(run_dir / "evaluation_eval.json")
     assert report.num_images == len(tour_splits["eval"])

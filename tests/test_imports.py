@@ -1,4 +1,6 @@
-"""The library's layering: no import cycle anywhere in `vlmlib`, and the core never imports the tiny profile."""
+"""The library's layering: no import cycle anywhere in `vlmlib`, and the core
+never imports the tiny profile.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ def _imported_vlmlib_modules(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from vlmlib import data` imports the module vlmlib.data; `from vlmlib.data import X` imports vlmlib.data
+            # `from vlmlib import data` imports the module vlmlib.data;
+            # `from vlmlib.data import X` imports vlmlib.data
             names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
         else:
             continue
@@ -52,7 +55,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[node] = "done"
@@ -76,6 +79,10 @@ def test_vlmlib_has_no_import_cycle():
 
 def test_core_modules_never_import_the_tiny_profile():
     graph = build_import_graph()
-    core = [name for name in graph if not name.startswith("vlmlib.tiny") and name not in {"vlmlib.cli"}]
-    offenders = {name: sorted(t for t in graph[name] if t.startswith("vlmlib.tiny")) for name in core}
+    core = [
+        name for name in graph if not name.startswith("vlmlib.tiny") and name not in {"vlmlib.cli"}
+    ]
+    offenders = {
+        name: sorted(t for t in graph[name] if t.startswith("vlmlib.tiny")) for name in core
+    }
     assert {name: targets for name, targets in offenders.items() if targets} == {}

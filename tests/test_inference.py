@@ -14,8 +14,13 @@ from vlmlib.inference import _build_generation_batch, generate_answers, predict_
 from vlmlib.parsing import ParsedAnswer
 
 # The sampling settings of Qwen/Qwen2-VL-2B-Instruct's generation_config.json on the Hub.
-HUB_GENERATION_SETTINGS = {"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1,
-                           "repetition_penalty": 1.05}
+HUB_GENERATION_SETTINGS = {
+    "do_sample": True,
+    "top_k": 1,
+    "top_p": 0.001,
+    "temperature": 0.1,
+    "repetition_penalty": 1.05,
+}
 
 
 def test_generate_answers_returns_one_answer_per_record(tiny_model, tiny_processor, tiny_splits):
@@ -31,11 +36,16 @@ def test_generate_answers_batched_equals_one_at_a_time(tiny_model, tiny_processo
     records = [tiny_splits["eval"][index] for index in range(4)]
     assert len({record["width"] * record["height"] for record in records}) > 1
     batched = generate_answers(tiny_model, tiny_processor, records, max_new_tokens=8, batch_size=4)
-    single = [generate_answers(tiny_model, tiny_processor, [record], max_new_tokens=8)[0] for record in records]
+    single = [
+        generate_answers(tiny_model, tiny_processor, [record], max_new_tokens=8)[0]
+        for record in records
+    ]
     assert batched == single
 
 
-def test_generate_answers_restores_training_mode_and_padding_side(tiny_model, tiny_processor, tiny_splits):
+def test_generate_answers_restores_training_mode_and_padding_side(
+    tiny_model, tiny_processor, tiny_splits
+):
     tiny_model.train()
     tiny_processor.tokenizer.padding_side = "right"
     generate_answers(tiny_model, tiny_processor, [tiny_splits["eval"][0]], max_new_tokens=2)
@@ -50,7 +60,9 @@ def test_predict_boxes_returns_a_parsed_answer_per_record(tiny_model, tiny_proce
     assert parsed[0].is_parse_failure  # an untrained model does not write a box in four tokens
 
 
-def test_generate_scored_answers_confidence_equals_teacher_forced_probability(tiny_model, tiny_processor, tiny_splits):
+def test_generate_scored_answers_confidence_equals_teacher_forced_probability(
+    tiny_model, tiny_processor, tiny_splits
+):
     import torch
 
     from vlmlib.inference import _build_generation_batch, generate_scored_answers
@@ -58,22 +70,32 @@ def test_generate_scored_answers_confidence_equals_teacher_forced_probability(ti
     record = tiny_splits["eval"][0]
     (scored,) = generate_scored_answers(tiny_model, tiny_processor, [record], max_new_tokens=6)
     assert 0.0 < scored.confidence <= 1.0
-    # Independently: feed prompt + generated tokens back in one forward pass and average the log-probabilities.
-    batch = _build_generation_batch(tiny_processor, [record], "Find every nutrition table in this product photo and give its bounding box.", "You are a helpful assistant.")
+    # Independently: feed prompt + generated tokens back in one forward pass and
+    # average the log-probabilities.
+    batch = _build_generation_batch(
+        tiny_processor,
+        [record],
+        "Find every nutrition table in this product photo and give its bounding box.",
+        "You are a helpful assistant.",
+    )
     generated = tiny_model.generate(**batch, max_new_tokens=6, do_sample=False)
-    new_tokens = generated[0, batch["input_ids"].shape[1]:]
+    new_tokens = generated[0, batch["input_ids"].shape[1] :]
     full = dict(batch)
     full["input_ids"] = generated
     full["attention_mask"] = torch.ones_like(generated)
-    full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(new_tokens)[None]], dim=1)
+    full["mm_token_type_ids"] = torch.cat(
+        [batch["mm_token_type_ids"], torch.zeros_like(new_tokens)[None]], dim=1
+    )
     with torch.no_grad():
-        logits = tiny_model(**full).logits[0, batch["input_ids"].shape[1] - 1:-1]
+        logits = tiny_model(**full).logits[0, batch["input_ids"].shape[1] - 1 : -1]
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, new_tokens[:, None]).squeeze(1)
     assert scored.confidence == pytest.approx(float(torch.exp(log_probs.mean())), rel=1e-3)
 
 
 def _reload_with_generation_settings(model, folder: Path, settings: dict):
-    """Save the model with `settings` in its generation_config.json and load it back, as from the Hub."""
+    """Save the model with `settings` in its generation_config.json and load it
+    back, as from the Hub.
+    """
     model.save_pretrained(folder)
     generation_config = GenerationConfig(**{**model.generation_config.to_diff_dict(), **settings})
     generation_config.save_pretrained(folder)
@@ -81,7 +103,8 @@ def _reload_with_generation_settings(model, folder: Path, settings: dict):
 
 
 def test_generate_answers_stay_greedy_with_the_hub_generation_config(
-        tiny_model, tiny_processor, tiny_splits, tmp_path, monkeypatch, capfd):
+    tiny_model, tiny_processor, tiny_splits, tmp_path, monkeypatch, capfd
+):
     records = [tiny_splits["eval"][index] for index in range(4)]
     expected = generate_answers(tiny_model, tiny_processor, records, max_new_tokens=16)
     reloaded = _reload_with_generation_settings(tiny_model, tmp_path, HUB_GENERATION_SETTINGS)
@@ -108,7 +131,8 @@ def test_generate_answers_stay_greedy_with_the_hub_generation_config(
 
 
 def test_generate_answers_ignore_a_repetition_penalty_that_changes_greedy_answers(
-        tiny_model, tiny_processor, tiny_splits, tmp_path):
+    tiny_model, tiny_processor, tiny_splits, tmp_path
+):
     # 1.05 does not move the random tiny model's answers; 2.0 does, so this shows it is ignored.
     records = [tiny_splits["eval"][index] for index in range(4)]
     expected = generate_answers(tiny_model, tiny_processor, records, max_new_tokens=16)

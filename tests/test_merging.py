@@ -21,8 +21,13 @@ from vlmlib.training import train
 
 @pytest.fixture(scope="module")
 def run_with_strong_adapter(tiny_config, tiny_splits, tmp_path_factory):
-    """A saved run whose adapter visibly changes the model: LoRA B starts at zero, so it is set at random."""
-    config = with_overrides(tiny_config, ["training.max_steps=1", "callbacks.iou_eval=false", "callbacks.console_log=false"])
+    """A saved run whose adapter visibly changes the model: LoRA B starts at
+    zero, so it is set at random.
+    """
+    config = with_overrides(
+        tiny_config,
+        ["training.max_steps=1", "callbacks.iou_eval=false", "callbacks.console_log=false"],
+    )
     run = train(config, output_dir=tmp_path_factory.mktemp("run"), splits=tiny_splits)
     model = run.trainer.model
     torch.manual_seed(0)
@@ -49,32 +54,46 @@ def bf16_run(run_with_strong_adapter, tmp_path_factory):
     destination = tmp_path_factory.mktemp("bf16") / "run"
     run_dir = _copy_run(run_with_strong_adapter, destination, {"dtype": "bfloat16"})
     weights = load_file(run_dir / "adapter_model.safetensors")
-    save_file({name: value * 0.1 if "lora_B" in name else value for name, value in weights.items()},
-              run_dir / "adapter_model.safetensors")
+    save_file(
+        {name: value * 0.1 if "lora_B" in name else value for name, value in weights.items()},
+        run_dir / "adapter_model.safetensors",
+    )
     return run_dir
 
 
 def test_merge_lora_merged_model_gives_identical_answers(run_with_strong_adapter, tmp_path):
-    report = merge_lora(run_with_strong_adapter, tmp_path / "merged", num_check_records=4, max_new_tokens=12)
+    report = merge_lora(
+        run_with_strong_adapter, tmp_path / "merged", num_check_records=4, max_new_tokens=12
+    )
     assert report.num_checked == 4 and report.is_equivalent and not report.mismatches
     assert report.dtype == "float32" and report.max_logit_difference <= report.tolerance
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {path.name for path in (tmp_path / "merged").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        path.name for path in (tmp_path / "merged").iterdir()
+    }
 
 
-def test_merge_lora_check_is_not_vacuous_the_adapter_changes_answers(run_with_strong_adapter, tiny_config, tiny_processor, tiny_splits):
+def test_merge_lora_check_is_not_vacuous_the_adapter_changes_answers(
+    run_with_strong_adapter, tiny_config, tiny_processor, tiny_splits
+):
     records = [tiny_splits["eval"][index] for index in range(4)]
     adapted, _, _ = load_run(run_with_strong_adapter)
-    base_answers = generate_answers(load_model(tiny_config), tiny_processor, records, max_new_tokens=12)
+    base_answers = generate_answers(
+        load_model(tiny_config), tiny_processor, records, max_new_tokens=12
+    )
     adapted_answers = generate_answers(adapted, tiny_processor, records, max_new_tokens=12)
     assert base_answers != adapted_answers
 
 
-def test_merged_model_loads_as_a_full_model_and_answers_the_same(run_with_strong_adapter, tmp_path, tiny_processor, tiny_splits):
+def test_merged_model_loads_as_a_full_model_and_answers_the_same(
+    run_with_strong_adapter, tmp_path, tiny_processor, tiny_splits
+):
     merge_lora(run_with_strong_adapter, tmp_path / "merged", num_check_records=2, max_new_tokens=8)
     merged, _, _ = load_run(tmp_path / "merged")
     adapted, _, _ = load_run(run_with_strong_adapter)
     records = [tiny_splits["eval"][index] for index in range(2)]
-    assert generate_answers(merged, tiny_processor, records, max_new_tokens=8) == generate_answers(adapted, tiny_processor, records, max_new_tokens=8)
+    assert generate_answers(merged, tiny_processor, records, max_new_tokens=8) == generate_answers(
+        adapted, tiny_processor, records, max_new_tokens=8
+    )
 
 
 def test_merged_qlora_run_reloads_unquantised_with_the_logits_the_check_verified(
@@ -91,8 +110,14 @@ def test_merged_qlora_run_reloads_unquantised_with_the_logits_the_check_verified
     records = [tiny_splits["eval"][index] for index in range(2)]
     answers = generate_answers(adapted, tiny_processor, records, max_new_tokens=8)
     differences = [
-        float((_answer_logits(adapted, tiny_processor, record, answer, config)
-               - _answer_logits(merged, tiny_processor, record, answer, config)).abs().max())
+        float(
+            (
+                _answer_logits(adapted, tiny_processor, record, answer, config)
+                - _answer_logits(merged, tiny_processor, record, answer, config)
+            )
+            .abs()
+            .max()
+        )
         for record, answer in zip(records, answers)
     ]
     assert max(differences) == report.max_logit_difference  # the reloaded model is the checked one
@@ -100,8 +125,12 @@ def test_merged_qlora_run_reloads_unquantised_with_the_logits_the_check_verified
 
 @pytest.mark.parametrize(
     ("dtype", "difference", "is_within"),
-    [(torch.bfloat16, 1e-2, True), (torch.float16, 1e-2, False), (torch.float32, 1e-2, False),
-     (torch.float32, 5e-5, True)],
+    [
+        (torch.bfloat16, 1e-2, True),
+        (torch.float16, 1e-2, False),
+        (torch.float32, 1e-2, False),
+        (torch.float32, 5e-5, True),
+    ],
     ids=["bf16-rounding-passes", "fp16-too-large", "float32-too-large", "float32-rounding-passes"],
 )
 def test_merge_tolerance_follows_the_dtype_of_the_merged_weights(dtype, difference, is_within):
@@ -120,8 +149,9 @@ def test_merge_lora_bf16_merge_passes_though_it_differs_by_more_than_1e_3(bf16_r
     assert report.max_logit_difference > 1e-3  # the old fixed tolerance fails this correct merge
 
 
-def test_merge_lora_check_fails_an_adapter_merged_at_the_wrong_scale(bf16_run, tmp_path,
-                                                                    monkeypatch):
+def test_merge_lora_check_fails_an_adapter_merged_at_the_wrong_scale(
+    bf16_run, tmp_path, monkeypatch
+):
     """A real fault: the update folded in at 1.5 times its weight (as a wrong alpha / r would)."""
     merge_and_unload = LoraModel.merge_and_unload  # what PeftModel.merge_and_unload calls
 
@@ -139,4 +169,3 @@ def test_merge_lora_check_fails_an_adapter_merged_at_the_wrong_scale(bf16_run, t
 def test_merge_lora_refuses_a_folder_without_adapter(tmp_path):
     with pytest.raises(ValueError, match="no adapter_config.json"):
         merge_lora(tmp_path, tmp_path / "out")
-

@@ -22,15 +22,22 @@ from vlmlib.metrics import (
 
 @st.composite
 def box_xyxy_strategy(draw: st.DrawFn) -> tuple[int, int, int, int]:
-    """A box_xyxy with positive area on a small pixel grid, so that overlapping, touching and disjoint pairs are all common."""
+    """A box_xyxy with positive area on a small pixel grid, so that overlapping,
+    touching and disjoint pairs are all common.
+    """
     x1, y1 = draw(st.integers(0, 30)), draw(st.integers(0, 30))
     return (x1, y1, x1 + draw(st.integers(1, 20)), y1 + draw(st.integers(1, 20)))
 
 
 @given(box_a_xyxy=box_xyxy_strategy(), box_b_xyxy=box_xyxy_strategy())
 @settings(max_examples=200, deadline=None)
-def test_iou_matches_torchvision_box_iou(box_a_xyxy: tuple[int, ...], box_b_xyxy: tuple[int, ...]) -> None:
-    expected = box_iou(torch.tensor([box_a_xyxy], dtype=torch.float64), torch.tensor([box_b_xyxy], dtype=torch.float64))
+def test_iou_matches_torchvision_box_iou(
+    box_a_xyxy: tuple[int, ...], box_b_xyxy: tuple[int, ...]
+) -> None:
+    expected = box_iou(
+        torch.tensor([box_a_xyxy], dtype=torch.float64),
+        torch.tensor([box_b_xyxy], dtype=torch.float64),
+    )
     assert compute_iou(box_a_xyxy, box_b_xyxy) == pytest.approx(expected.item(), abs=1e-12)
 
 
@@ -79,7 +86,10 @@ def test_iou_matrix_has_one_row_per_box_a_and_matches_torchvision(
     iou_matrix = compute_iou_matrix(boxes_a_xyxy, boxes_b_xyxy)
     assert iou_matrix.shape == (len(boxes_a_xyxy), len(boxes_b_xyxy))
     if boxes_a_xyxy and boxes_b_xyxy:
-        expected = box_iou(torch.tensor(boxes_a_xyxy, dtype=torch.float64), torch.tensor(boxes_b_xyxy, dtype=torch.float64))
+        expected = box_iou(
+            torch.tensor(boxes_a_xyxy, dtype=torch.float64),
+            torch.tensor(boxes_b_xyxy, dtype=torch.float64),
+        )
         np.testing.assert_allclose(iou_matrix, expected.numpy(), atol=1e-12)
 
 
@@ -93,8 +103,12 @@ GROUND_TRUTH_Y_XYXY = (0, 0, 6, 10)
 
 
 def test_match_boxes_picks_the_best_total_where_greedy_would_not() -> None:
-    matches = match_boxes([PREDICTED_A_XYXY, PREDICTED_B_XYXY], [GROUND_TRUTH_X_XYXY, GROUND_TRUTH_Y_XYXY])
-    assert [(predicted_index, ground_truth_index) for predicted_index, ground_truth_index, _ in matches] == [(0, 1), (1, 0)]
+    matches = match_boxes(
+        [PREDICTED_A_XYXY, PREDICTED_B_XYXY], [GROUND_TRUTH_X_XYXY, GROUND_TRUTH_Y_XYXY]
+    )
+    assert [
+        (predicted_index, ground_truth_index) for predicted_index, ground_truth_index, _ in matches
+    ] == [(0, 1), (1, 0)]
     assert [iou for _, _, iou in matches] == pytest.approx([6 / 10, 6 / 14])
 
 
@@ -112,7 +126,7 @@ def test_match_boxes_returns_nothing_when_a_side_is_empty() -> None:
     assert match_boxes([PREDICTED_A_XYXY], []) == []
 
 
-def test_match_boxes_matches_shuffled_copies_when_there_are_more_boxes_than_exact_matching_tries() -> None:
+def test_match_boxes_matches_shuffled_copies_when_boxes_outnumber_exact_matching_tries() -> None:
     num_boxes = MAX_BOXES_FOR_EXACT_MATCHING + 2
     ground_truth_xyxy = [(index * 5, 0, index * 5 + 10, 10) for index in range(num_boxes)]
     matches = match_boxes(ground_truth_xyxy[::-1], ground_truth_xyxy)
@@ -129,12 +143,18 @@ def test_match_boxes_matches_shuffled_copies_when_there_are_more_boxes_than_exac
     ],
     ids=["perfect", "one-extra-prediction", "no-prediction", "prediction-elsewhere"],
 )
-def test_image_mean_iou_counts_unmatched_boxes_as_zero(predicted_xyxy: list[tuple[int, ...]], expected_mean_iou: float) -> None:
-    assert compute_image_mean_iou(predicted_xyxy, [GROUND_TRUTH_X_XYXY]) == pytest.approx(expected_mean_iou)
+def test_image_mean_iou_counts_unmatched_boxes_as_zero(
+    predicted_xyxy: list[tuple[int, ...]], expected_mean_iou: float
+) -> None:
+    assert compute_image_mean_iou(predicted_xyxy, [GROUND_TRUTH_X_XYXY]) == pytest.approx(
+        expected_mean_iou
+    )
 
 
 def test_image_mean_iou_divides_by_the_ground_truth_count_when_a_table_is_missed() -> None:
-    mean_iou = compute_image_mean_iou([GROUND_TRUTH_X_XYXY], [GROUND_TRUTH_X_XYXY, (500, 500, 600, 600)])
+    mean_iou = compute_image_mean_iou(
+        [GROUND_TRUTH_X_XYXY], [GROUND_TRUTH_X_XYXY, (500, 500, 600, 600)]
+    )
     assert mean_iou == pytest.approx(0.5)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmlib.optimizer_steps import (compare_update_norms, compute_flat_gradient,
-                                    measure_relative_update)
+from vlmlib.optimizer_steps import (
+    compare_update_norms,
+    compute_flat_gradient,
+    measure_relative_update,
+)
 
 LOSS_SCALE = 0.25  # w: about the answer's share of the all_tokens loss on tiny's batches
 
@@ -40,8 +43,9 @@ def test_measure_relative_update_scales_an_sgd_step_by_the_loss_scale(linear_mod
 
 def test_measure_relative_update_leaves_an_adamw_step_unchanged_by_the_loss_scale(linear_model):
     full = measure_relative_update(linear_model, _regression_loss, _adamw, 1.0, num_steps=5)
-    scaled = measure_relative_update(linear_model, _regression_loss, _adamw, LOSS_SCALE,
-                                     num_steps=5)
+    scaled = measure_relative_update(
+        linear_model, _regression_loss, _adamw, LOSS_SCALE, num_steps=5
+    )
     assert scaled / full == pytest.approx(1.0, rel=1e-3)  # Adam divides by the gradient's RMS
 
 
@@ -54,8 +58,9 @@ def test_measure_relative_update_restores_the_weights_and_clears_gradients(linea
 
 
 def test_compare_update_norms_has_a_row_per_optimizer_and_the_ratio(linear_model):
-    table = compare_update_norms(linear_model, _regression_loss, {"SGD": _sgd, "AdamW": _adamw},
-                                 LOSS_SCALE, num_steps=1)
+    table = compare_update_norms(
+        linear_model, _regression_loss, {"SGD": _sgd, "AdamW": _adamw}, LOSS_SCALE, num_steps=1
+    )
     assert list(table.index) == ["SGD", "AdamW"]
     assert table.loc["SGD", "ratio (w*L over L)"] == pytest.approx(LOSS_SCALE, rel=1e-5)
     assert table.loc["AdamW", "ratio (w*L over L)"] == pytest.approx(1.0, rel=1e-3)

@@ -22,20 +22,24 @@ from vlmlib.tokens import (
 
 # The example answer of vlmlib.data.format_answer's docstring.
 RAW_SINGLE_BOX_ANSWER = (
-    f"{OBJECT_REF_START_TOKEN}nutrition-table{OBJECT_REF_END_TOKEN}{BOX_START_TOKEN}(120,340),(560,910){BOX_END_TOKEN}"
+    f"{OBJECT_REF_START_TOKEN}nutrition-table{OBJECT_REF_END_TOKEN}"
+    f"{BOX_START_TOKEN}(120,340),(560,910){BOX_END_TOKEN}"
 )
 
 
 def test_parse_box_answer_reads_one_well_formed_box() -> None:
     answer = parse_box_answer(RAW_SINGLE_BOX_ANSWER)
-    assert answer == ParsedAnswer(boxes=[ParsedBox("nutrition-table", (120, 340, 560, 910))], failure_reason=None, rejected=[])
+    assert answer == ParsedAnswer(
+        boxes=[ParsedBox("nutrition-table", (120, 340, 560, 910))], failure_reason=None, rejected=[]
+    )
     assert not answer.is_parse_failure
 
 
 def test_parse_box_answer_reads_every_box_in_order() -> None:
     text = (
         RAW_SINGLE_BOX_ANSWER
-        + f"{OBJECT_REF_START_TOKEN}nutrition-table-small{OBJECT_REF_END_TOKEN}{BOX_START_TOKEN}(10,20),(30,40){BOX_END_TOKEN}"
+        + f"{OBJECT_REF_START_TOKEN}nutrition-table-small{OBJECT_REF_END_TOKEN}"
+        f"{BOX_START_TOKEN}(10,20),(30,40){BOX_END_TOKEN}"
     )
     assert parse_box_answer(text).boxes == [
         ParsedBox("nutrition-table", (120, 340, 560, 910)),
@@ -50,22 +54,37 @@ def test_parse_box_answer_reads_every_box_in_order() -> None:
         "nutrition-table( 120 , 340 ) , ( 560 ,910 )",
         RAW_SINGLE_BOX_ANSWER + IM_END_TOKEN,
         RAW_SINGLE_BOX_ANSWER + END_OF_TEXT_TOKEN,
-        f"{OBJECT_REF_START_TOKEN} nutrition-table {OBJECT_REF_END_TOKEN} {BOX_START_TOKEN} (120,340), (560,910) {BOX_END_TOKEN}",
+        (
+            f"{OBJECT_REF_START_TOKEN} nutrition-table {OBJECT_REF_END_TOKEN} "
+            f"{BOX_START_TOKEN} (120,340), (560,910) {BOX_END_TOKEN}"
+        ),
     ],
-    ids=["special-tokens-stripped", "spaces-around-numbers", "trailing-im-end", "trailing-endoftext", "spaces-around-tokens"],
+    ids=[
+        "special-tokens-stripped",
+        "spaces-around-numbers",
+        "trailing-im-end",
+        "trailing-endoftext",
+        "spaces-around-tokens",
+    ],
 )
 def test_parse_box_answer_accepts_the_tolerated_variants(text: str) -> None:
     assert parse_box_answer(text).boxes == [ParsedBox("nutrition-table", (120, 340, 560, 910))]
 
 
 def test_parse_box_answer_reads_several_boxes_with_special_tokens_stripped() -> None:
-    answer = parse_box_answer("nutrition-table(120,340),(560,910)nutrition-table-small(10,20),(30,40)")
+    answer = parse_box_answer(
+        "nutrition-table(120,340),(560,910)nutrition-table-small(10,20),(30,40)"
+    )
     assert [box.label for box in answer.boxes] == ["nutrition-table", "nutrition-table-small"]
 
 
 @pytest.mark.parametrize(
     "text",
-    [f"{BOX_START_TOKEN}(120,340),(560,910){BOX_END_TOKEN}", "(120,340),(560,910)", "The table is at (120,340),(560,910)"],
+    [
+        f"{BOX_START_TOKEN}(120,340),(560,910){BOX_END_TOKEN}",
+        "(120,340),(560,910)",
+        "The table is at (120,340),(560,910)",
+    ],
     ids=["box-tokens-only", "bare-coordinates", "sentence-before-box"],
 )
 def test_parse_box_answer_gives_default_label_when_box_has_none(text: str) -> None:
@@ -78,7 +97,9 @@ def test_parse_box_answer_default_label_is_the_first_category_name() -> None:
 
 @given(
     box_hub_list=st.lists(
-        st.tuples(st.floats(0.0, 0.49), st.floats(0.0, 0.49), st.floats(0.51, 1.0), st.floats(0.51, 1.0)),
+        st.tuples(
+            st.floats(0.0, 0.49), st.floats(0.0, 0.49), st.floats(0.51, 1.0), st.floats(0.51, 1.0)
+        ),
         min_size=1,
         max_size=3,
     ),
@@ -88,12 +109,16 @@ def test_parse_box_answer_default_label_is_the_first_category_name() -> None:
 def test_parse_box_answer_reads_back_what_format_answer_wrote(
     box_hub_list: list[tuple[float, float, float, float]], category_indices: list[int]
 ) -> None:
-    # Each box_hub is [y_min, x_min, y_max, x_max] with min < 0.5 < max, so it survives rounding to the grid.
+    # Each box_hub is [y_min, x_min, y_max, x_max] with min < 0.5 < max, so it
+    # survives rounding to the grid.
     category_names = [CATEGORY_NAMES[index] for index in category_indices[: len(box_hub_list)]]
-    text = format_answer({"bbox": [list(box_hub) for box_hub in box_hub_list], "category_name": category_names})
+    text = format_answer(
+        {"bbox": [list(box_hub) for box_hub in box_hub_list], "category_name": category_names}
+    )
     answer = parse_box_answer(text)
     assert answer.boxes == [
-        ParsedBox(name, convert_hub_box_to_qwen(box_hub)) for name, box_hub in zip(category_names, box_hub_list)
+        ParsedBox(name, convert_hub_box_to_qwen(box_hub))
+        for name, box_hub in zip(category_names, box_hub_list)
     ]
     assert answer.rejected == []
 
@@ -107,7 +132,13 @@ def test_parse_box_answer_reads_back_what_format_answer_wrote(
         "nutrition-table(120,340),",
         "nutrition-table(120,340),(560,910",
     ],
-    ids=["inside-coordinates", "tokens-stripped", "after-label", "after-first-corner", "before-last-bracket"],
+    ids=[
+        "inside-coordinates",
+        "tokens-stripped",
+        "after-label",
+        "after-first-corner",
+        "before-last-bracket",
+    ],
 )
 def test_parse_box_answer_returns_reason_for_truncated_text(text: str) -> None:
     answer = parse_box_answer(text)
@@ -117,11 +148,23 @@ def test_parse_box_answer_returns_reason_for_truncated_text(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["(10,20,30,40)", "The box is (10, 20)", "nutrition-table(120,340)", "(1, 2) and (3, 4) apples"],
-    ids=["four-numbers-one-bracket", "one-corner-in-a-sentence", "label-and-one-corner", "two-pairs-then-words"],
+    [
+        "(10,20,30,40)",
+        "The box is (10, 20)",
+        "nutrition-table(120,340)",
+        "(1, 2) and (3, 4) apples",
+    ],
+    ids=[
+        "four-numbers-one-bracket",
+        "one-corner-in-a-sentence",
+        "label-and-one-corner",
+        "two-pairs-then-words",
+    ],
 )
 def test_parse_box_answer_calls_closed_groups_that_are_not_boxes_no_box_found(text: str) -> None:
-    """Truncated means cut off inside a box; an answer whose brackets all close is a wrong format instead."""
+    """Truncated means cut off inside a box; an answer whose brackets all close
+    is a wrong format instead.
+    """
     answer = parse_box_answer(text)
     assert answer.failure_reason == "no box found"
     assert answer.rejected == []
@@ -149,7 +192,9 @@ def test_parse_box_answer_keeps_whole_boxes_before_a_truncated_one() -> None:
 def test_parse_box_answer_rejects_boxes_that_break_the_rule(text: str, expected_words: str) -> None:
     answer = parse_box_answer(text)
     assert answer.boxes == []
-    assert answer.failure_reason is not None and answer.failure_reason.startswith("all boxes rejected")
+    assert answer.failure_reason is not None and answer.failure_reason.startswith(
+        "all boxes rejected"
+    )
     assert len(answer.rejected) == 1 and expected_words in answer.rejected[0]
 
 
@@ -170,20 +215,45 @@ def test_parse_box_answer_keeps_valid_boxes_next_to_a_rejected_one() -> None:
     ],
     ids=["empty", "only-end-token", "prose", "decimal-coordinates"],
 )
-def test_parse_box_answer_names_the_failure_when_no_box_is_found(text: str, expected_reason: str) -> None:
+def test_parse_box_answer_names_the_failure_when_no_box_is_found(
+    text: str, expected_reason: str
+) -> None:
     answer = parse_box_answer(text)
     assert answer.is_parse_failure
     assert answer.failure_reason == expected_reason
 
 
 _FRAGMENTS = st.sampled_from(
-    ["(", ")", ",", " ", "-", ".", "0", "7", "120", "1000", "1001", "99999999999", "nutrition-table", "é", "\n",
-     BOX_START_TOKEN, BOX_END_TOKEN, OBJECT_REF_START_TOKEN, OBJECT_REF_END_TOKEN, IM_END_TOKEN, END_OF_TEXT_TOKEN]
+    [
+        "(",
+        ")",
+        ",",
+        " ",
+        "-",
+        ".",
+        "0",
+        "7",
+        "120",
+        "1000",
+        "1001",
+        "99999999999",
+        "nutrition-table",
+        "é",
+        "\n",
+        BOX_START_TOKEN,
+        BOX_END_TOKEN,
+        OBJECT_REF_START_TOKEN,
+        OBJECT_REF_END_TOKEN,
+        IM_END_TOKEN,
+        END_OF_TEXT_TOKEN,
+    ]
 )
 
 
 def _check_is_well_formed(answer: ParsedAnswer) -> None:
-    """The promises every answer keeps: boxes on the grid and the right way round, and a reason exactly when none."""
+    """The promises every answer keeps: boxes on the grid and the right way
+    round, and a reason exactly when none.
+    """
     assert isinstance(answer, ParsedAnswer)
     assert answer.is_parse_failure == (answer.failure_reason is not None)
     for box in answer.boxes:
@@ -225,8 +295,8 @@ def test_parse_box_answer_never_raises_on_text_built_from_box_fragments(text: st
     ],
 )
 def test_parse_box_answer_takes_linear_time_on_long_runaway_answers(text: str) -> None:
-    # Earlier, backtracking regexes took about a minute on 50,000 letters, 4 s on "(1" * 25,000 + "x",
-    # and a minute on 5,000 spaces inside a label.
+    # Earlier, backtracking regexes took about a minute on 50,000 letters, 4 s
+    # on "(1" * 25,000 + "x", and a minute on 5,000 spaces inside a label.
     start_seconds = time.perf_counter()
     parse_box_answer(text)
     assert time.perf_counter() - start_seconds < 1.0

@@ -1,4 +1,6 @@
-"""Tests for `vlmlib.tiny.synthetic`: the schema, determinism, and that every label matches its picture."""
+"""Tests for `vlmlib.tiny.synthetic`: the schema, determinism, and that every
+label matches its picture.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +32,20 @@ def _raw_records(dataset: datasets.Dataset) -> list[dict]:
 
 
 def _pixel_box(box_hub: list[float], width_px: int, height_px: int) -> tuple[int, int, int, int]:
-    """Return the box's first and last pixel rows and columns, inclusive: (x_first, y_first, x_last, y_last)."""
-    x1, y1, x2, y2 = (round(value) for value in convert_hub_box_to_xyxy(box_hub, width_px, height_px))
+    """Return the box's first and last pixel rows and columns, inclusive:
+    (x_first, y_first, x_last, y_last).
+    """
+    x1, y1, x2, y2 = (
+        round(value) for value in convert_hub_box_to_xyxy(box_hub, width_px, height_px)
+    )
     return x1, y1, x2 - 1, y2 - 1
 
 
 def test_synthetic_dataset_has_train_and_val_splits_of_the_requested_sizes(synthetic_dataset_dict):
-    assert {name: len(split) for name, split in synthetic_dataset_dict.items()} == {"train": 300, "val": 100}
+    assert {name: len(split) for name, split in synthetic_dataset_dict.items()} == {
+        "train": 300,
+        "val": 100,
+    }
 
 
 @pytest.mark.parametrize("split_name", ["train", "val"])
@@ -60,8 +69,13 @@ def test_synthetic_dataset_differs_for_different_seeds():
 
 
 def test_synthetic_train_and_val_share_no_image_and_no_image_id(synthetic_dataset_dict):
-    train, val = _raw_records(synthetic_dataset_dict["train"]), _raw_records(synthetic_dataset_dict["val"])
-    assert not {record["image"]["bytes"] for record in train} & {record["image"]["bytes"] for record in val}
+    train, val = (
+        _raw_records(synthetic_dataset_dict["train"]),
+        _raw_records(synthetic_dataset_dict["val"]),
+    )
+    assert not {record["image"]["bytes"] for record in train} & {
+        record["image"]["bytes"] for record in val
+    }
     assert not {record["image_id"] for record in train} & {record["image_id"] for record in val}
 
 
@@ -78,7 +92,9 @@ def test_synthetic_image_sizes_stay_within_the_default_side_bounds(synthetic_dat
 
 
 def test_synthetic_image_sizes_follow_custom_side_bounds():
-    dataset_dict = generate_synthetic_dataset(num_train=6, num_val=0, seed=1, min_side_px=150, max_side_px=160)
+    dataset_dict = generate_synthetic_dataset(
+        num_train=6, num_val=0, seed=1, min_side_px=150, max_side_px=160
+    )
     for record in dataset_dict["train"]:
         assert record["image"].size == (record["width"], record["height"])
         assert 150 <= record["width"] <= 160 and 150 <= record["height"] <= 160
@@ -106,18 +122,33 @@ def test_synthetic_box_edges_are_the_drawn_table_border(synthetic_dataset_dict):
     for record in _all_records(synthetic_dataset_dict):
         pixels = np.asarray(record["image"])  # (height, width, 3) uint8
         for box_hub in record["objects"]["bbox"]:
-            x_first, y_first, x_last, y_last = _pixel_box(box_hub, record["width"], record["height"])
+            x_first, y_first, x_last, y_last = _pixel_box(
+                box_hub, record["width"], record["height"]
+            )
             quarter_width, quarter_height = (x_last - x_first) // 4, (y_last - y_first) // 4
             columns = slice(x_first + quarter_width, x_last - quarter_width + 1)
             rows = slice(y_first + quarter_height, y_last - quarter_height + 1)
-            edges = [pixels[y_first, columns], pixels[y_last, columns], pixels[rows, x_first], pixels[rows, x_last]]
+            edges = [
+                pixels[y_first, columns],
+                pixels[y_last, columns],
+                pixels[rows, x_first],
+                pixels[rows, x_last],
+            ]
             border_colours = np.unique(np.concatenate(edges), axis=0)
             assert len(border_colours) == 1, f"{record['image_id']}: box edge is not one colour"
             assert border_colours[0].max() <= 64, f"{record['image_id']}: box edge is not dark"
-            outside = [pixels[y_first - 1, columns], pixels[y_last + 1, columns],
-                       pixels[rows, x_first - 1], pixels[rows, x_last + 1]]
-            for line in outside:  # one pixel outside the box is no longer the border: the box is not too small
-                assert not (line == border_colours[0]).all(), f"{record['image_id']}: border continues outside the box"
+            outside = [
+                pixels[y_first - 1, columns],
+                pixels[y_last + 1, columns],
+                pixels[rows, x_first - 1],
+                pixels[rows, x_last + 1],
+            ]
+            for line in (
+                outside
+            ):  # one pixel outside the box is no longer the border: the box is not too small
+                assert not (line == border_colours[0]).all(), (
+                    f"{record['image_id']}: border continues outside the box"
+                )
 
 
 def test_synthetic_tables_never_overlap(synthetic_dataset_dict):
@@ -134,8 +165,13 @@ def test_synthetic_images_have_one_to_three_boxes(synthetic_dataset_dict):
 
 
 def test_synthetic_box_count_rates_are_close_to_the_constants(synthetic_dataset_dict):
-    # 400 images: the standard error of a rate near 0.75 is about 0.02, so 0.07 is more than three of them.
-    counts = [len(objects["bbox"]) for split in synthetic_dataset_dict.values() for objects in split["objects"]]
+    # 400 images: the standard error of a rate near 0.75 is about 0.02, so 0.07
+    # is more than three of them.
+    counts = [
+        len(objects["bbox"])
+        for split in synthetic_dataset_dict.values()
+        for objects in split["objects"]
+    ]
     for num_boxes, rate in BOX_COUNT_RATES.items():
         assert abs(counts.count(num_boxes) / len(counts) - rate) < 0.07, f"{num_boxes} boxes"
 
@@ -158,7 +194,9 @@ def test_synthetic_categories_use_every_name_with_matching_id(synthetic_dataset_
 
 def test_synthetic_largest_box_covers_the_main_area_fraction_range(synthetic_dataset_dict):
     for objects in synthetic_dataset_dict["train"]["objects"]:
-        areas = [(y_max - y_min) * (x_max - x_min) for y_min, x_min, y_max, x_max in objects["bbox"]]
+        areas = [
+            (y_max - y_min) * (x_max - x_min) for y_min, x_min, y_max, x_max in objects["bbox"]
+        ]
         assert areas == sorted(areas, reverse=True), "boxes are listed largest first"
         assert 0.05 <= areas[0] <= MAIN_AREA_FRACTION_RANGE[1] + 0.01
 
@@ -169,7 +207,10 @@ def test_synthetic_image_id_and_url_follow_open_food_facts_layout(synthetic_data
     assert len(barcode) == 13 and barcode.isdigit() and off_image_id.isdigit()
     assert record["image_id"] == f"{barcode}_{off_image_id}"
     folder = f"{barcode[:3]}/{barcode[3:6]}/{barcode[6:9]}/{barcode[9:]}"
-    assert record["meta"]["image_url"] == f"https://images.openfoodfacts.org/images/products/{folder}/{off_image_id}.jpg"
+    assert (
+        record["meta"]["image_url"]
+        == f"https://images.openfoodfacts.org/images/products/{folder}/{off_image_id}.jpg"
+    )
 
 
 @pytest.mark.parametrize("split_name", ["train", "val"])
@@ -186,7 +227,12 @@ def test_generate_synthetic_dataset_with_zero_val_records_gives_empty_val_split(
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"min_side_px": 32, "max_side_px": 64}, {"min_side_px": 200, "max_side_px": 100}, {"seed": -1}, {"num_train": -1}],
+    [
+        {"min_side_px": 32, "max_side_px": 64},
+        {"min_side_px": 200, "max_side_px": 100},
+        {"seed": -1},
+        {"num_train": -1},
+    ],
     ids=["side_too_small", "side_range_empty", "negative_seed", "negative_count"],
 )
 def test_generate_synthetic_dataset_rejects_bad_arguments(arguments):

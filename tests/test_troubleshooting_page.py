@@ -1,4 +1,6 @@
-"""book/troubleshooting.md quotes messages the course really prints: each quote is found in vlmlib's source."""
+"""book/troubleshooting.md quotes messages the course really prints: each quote
+is found in vlmlib's source.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +22,19 @@ def _quoted_messages() -> list[str]:
 
 
 def _pattern(quote: str) -> re.Pattern[str]:
-    """Match the quote in source code: "..." skips text, and any word may be an f-string placeholder."""
+    """Match the quote in source code: "..." skips text, and any word may be an
+    f-string placeholder.
+    """
+
     def piece(part: str) -> str:
         tokens = re.split(r"(\w[\w.]*)", part)  # a name such as vlmlib_config.yaml is one token
-        return "".join(rf"(?:{re.escape(token)}|\{{[^{{}}]*\}})" if re.fullmatch(r"\w[\w.]*", token) else re.escape(token)
-                       for token in tokens)
+        return "".join(
+            rf"(?:{re.escape(token)}|\{{[^{{}}]*\}})"
+            if re.fullmatch(r"\w[\w.]*", token)
+            else re.escape(token)
+            for token in tokens
+        )
+
     return re.compile(r".*?".join(piece(part) for part in quote.split("...")))
 
 

@@ -153,10 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build_profile_assets(config: Config) -> None:
-    """Build the tiny profile's model and data if they are not in the cache yet (the full profile needs nothing).
+    """Build the tiny profile's model and data if they are not in the cache yet
+    (the full profile needs nothing).
 
-    Why: the command line is where a profile is resolved into things to load (`vlmlib.sources`); the loaders
-    only read the folders.
+    Why: the command line is where a profile is resolved into things to load
+    (`vlmlib.sources`); the loaders only read the folders.
     """
     if config.profile == "tiny":
         from vlmlib.tiny import ensure_tiny_assets
@@ -205,7 +206,8 @@ def _run_make_labs(arguments: argparse.Namespace) -> int:
         print(f"no solution for: {path} (delete it, or add its solution to {arguments.solutions})")
     if report.is_in_sync:
         print(
-            f"labs in sync with {arguments.solutions}: {len(report.written) + len(report.unchanged)} files"
+            f"labs in sync with {arguments.solutions}: "
+            f"{len(report.written) + len(report.unchanged)} files"
         )
         return 0
     print(f"{arguments.labs} differs from what {arguments.solutions} gives; run: vlmlib make-labs")
@@ -243,16 +245,23 @@ def _run_train(arguments: argparse.Namespace) -> int:
     _build_profile_assets(config)
     if is_main_process:
         print(
-            f"training ({config.profile} profile, collator {config.training.collator}, {config.training.mask_strategy})"
+            f"training ({config.profile} profile, collator {config.training.collator}, "
+            f"{config.training.mask_strategy})"
         )
     try:
         run = train(config, output_dir=output_dir, resume_from_checkpoint=arguments.resume)
     except KeyboardInterrupt:
         try:
             checkpoint_dir, _ = find_resumable_checkpoint(output_dir)
-            where = f"the newest complete checkpoint is {checkpoint_dir}; run the same command with --resume to continue"
+            where = (
+                f"the newest complete checkpoint is {checkpoint_dir}; run the same "
+                "command with --resume to continue"
+            )
         except FileNotFoundError:
-            where = f"no checkpoint was saved in {output_dir} yet (one is saved every {config.training.save_steps} steps)"
+            where = (
+                f"no checkpoint was saved in {output_dir} yet (one is saved every "
+                f"{config.training.save_steps} steps)"
+            )
         if sys.stderr.isatty():
             print(file=sys.stderr)  # below the progress bar, which Ctrl-C left without its newline
         print(f"vlmlib train: interrupted; {where}", file=sys.stderr)
@@ -302,7 +311,9 @@ IMAGE_SUFFIXES = (
 
 
 def _expand_image_paths(paths: list[Path]) -> list[Path]:
-    """Return the image files to predict: files as given, each folder replaced by its images (sorted by name)."""
+    """Return the image files to predict: files as given, each folder replaced
+    by its images (sorted by name).
+    """
     expanded: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -323,7 +334,9 @@ def _expand_image_paths(paths: list[Path]) -> list[Path]:
 
 
 def _open_image_file(path: Path) -> Image.Image:
-    """Open and decode an image file, refusing one above PIL's decompression-bomb limit with its size."""
+    """Open and decode an image file, refusing one above PIL's
+    decompression-bomb limit with its size.
+    """
     from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
@@ -348,7 +361,9 @@ def _open_image_file(path: Path) -> Image.Image:
 
 
 def _open_image_record(path: Path) -> dict:
-    """Return a Hub-schema-like record for an image file (no ground truth), or raise naming the file."""
+    """Return a Hub-schema-like record for an image file (no ground truth), or
+    raise naming the file.
+    """
     from PIL import UnidentifiedImageError
 
     from vlmlib.data import convert_image_to_rgb, find_image_size_problem
@@ -428,9 +443,9 @@ def _run_merge_lora(arguments: argparse.Namespace) -> int:
     )
     print(f"merged model written to {report.output_dir}")
     print(
-        f"check: {report.num_identical} of {report.num_checked} greedy answers identical to base + adapter; "
-        f"largest logit difference {report.max_logit_difference:.2e}, tolerance for {report.dtype} "
-        f"{report.tolerance:.2e}"
+        f"check: {report.num_identical} of {report.num_checked} greedy answers identical "
+        f"to base + adapter; largest logit difference {report.max_logit_difference:.2e}, "
+        f"tolerance for {report.dtype} {report.tolerance:.2e}"
     )
     for (
         image_id,
@@ -440,8 +455,10 @@ def _run_merge_lora(arguments: argparse.Namespace) -> int:
         print(f"  differs on {image_id}: adapter {before!r} vs merged {after!r}")
     if not report.is_equivalent:
         print(
-            "vlmlib merge-lora: error: the merged model's logits differ by more than rounding explains; "
-            "do not use it",
+            (
+                "vlmlib merge-lora: error: the merged model's logits differ by more than "
+                "rounding explains; do not use it"
+            ),
             file=sys.stderr,
         )
         return 1
@@ -460,7 +477,7 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a bad input ends with a one-line message and exit status 2, not a traceback."""
+    """Run one command; a bad input ends in a one-line message and exit status 2, no traceback."""
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -474,9 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):  # torch.cuda.OutOfMemoryError, without importing torch here
             raise
         print(
-            f"vlmlib {arguments.command}: error: the GPU ran out of memory ({str(error).splitlines()[0]}); "
-            "halve training.per_device_train_batch_size and double training.gradient_accumulation_steps "
-            "(the same batch in smaller pieces), or lower model.max_pixels",
+            (
+                f"vlmlib {arguments.command}: error: the GPU ran out of memory "
+                f"({str(error).splitlines()[0]}); halve training.per_device_train_batch_size "
+                "and double training.gradient_accumulation_steps (the same batch in smaller "
+                "pieces), or lower model.max_pixels"
+            ),
             file=sys.stderr,
         )
         return 2

@@ -46,55 +46,66 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-RUN_CONFIG_FILE = "vlmlib_config.yaml"  # the resolved config a training run saves beside its adapter
+RUN_CONFIG_FILE = (
+    "vlmlib_config.yaml"  # the resolved config a training run saves beside its adapter
+)
 PROFILE_ENV_VAR = "VLM_PROFILE"
 Profile = Literal["tiny", "full"]
 
 
 class ConfigError(ValueError):
-    """A config file or override is wrong: unknown key, wrong type or value. The message names it."""
+    """A config file or override is wrong: unknown key, bad type or value. The message names it."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which model to load and how. Explained in: chapter 02, "Loading the model"."""
 
-    name: str = "Qwen/Qwen2-VL-2B-Instruct"  # Hub id (full profile); the tiny profile builds its own
+    name: str = (
+        "Qwen/Qwen2-VL-2B-Instruct"  # Hub id (full profile); the tiny profile builds its own
+    )
     load_in_4bit: bool = False  # QLoRA: nf4 weights, double quantisation, bf16 compute (CUDA only)
-    # "auto": bf16, or fp16 on a GPU without bf16 (a T4); vlmlib.models.resolve_compute_dtype decides
+    # "auto": bf16, or fp16 on a GPU without bf16 (a T4);
+    # vlmlib.models.resolve_compute_dtype decides
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    min_pixels: int = 64 * 28 * 28  # pixel budget: images are resized to hold between min and max pixels
+    min_pixels: int = (
+        64 * 28 * 28
+    )  # pixel budget: images are resized to hold between min and max pixels
     max_pixels: int = 640 * 28 * 28  # each 28x28 block becomes one <|image_pad|> token
 
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """Sizes of the offline tiny Qwen2-VL (real architecture, tiny widths). Explained in: book/setup."""
+    """Sizes of the offline tiny Qwen2-VL (real architecture, tiny widths).
+    Explained in: book/setup.
+    """
 
     hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     intermediate_size: int = 512
-    # M-RoPE: how the 16 rotary frequencies of a head (head_dim / 2) are shared by (time, height, width).
-    # Photos have no time axis, and a base of 10 (not Qwen's 1e6) makes the frequencies turn fast enough to
-    # tell 10 rows apart. Both choices are what made the tiny model learn to localise: see book/tiny_model.md.
+    # M-RoPE: how the 16 rotary frequencies of a head (head_dim / 2) are shared by
+    # (time, height, width). Photos have no time axis, and a base of 10 (not Qwen's
+    # 1e6) makes the frequencies turn fast enough to tell 10 rows apart. Both choices
+    # are what made the tiny model learn to localise: see book/tiny_model.md.
     mrope_section: list[int] = field(default_factory=lambda: [0, 8, 8])
     rope_theta: float = 10.0
     vision_embed_dim: int = 64
     vision_depth: int = 2
     vision_num_heads: int = 4
     seed: int = 0
-    # Pretraining (`vlmlib.tiny.pretraining`): make-tiny trains the random model to ground tables and logos.
+    # Pretraining (`vlmlib.tiny.pretraining`): make-tiny trains the random model
+    # to ground tables and logos.
     pretrain_steps: int = 0  # 0 = keep the random weights (tests do); the tiny profile sets it
     pretrain_num_images: int = 2000
     pretrain_batch_size: int = 8
     pretrain_learning_rate: float = 1e-3
-    # The pretraining question asks for every object; the course's prompt asks for nutrition tables only. Both
-    # are 14 tokens long, so the answer starts at the same distance from the image: the tiny model reads a
-    # table's row from that distance, and a question two tokens shorter costs it half its zero-shot IoU
-    # (book/tiny_model.md).
+    # The pretraining question asks for every object; the course's prompt asks for
+    # nutrition tables only. Both are 14 tokens long, so the answer starts at the same
+    # distance from the image: the tiny model reads a table's row from that distance, and
+    # a question two tokens shorter costs it half its zero-shot IoU (book/tiny_model.md).
     pretrain_prompt: str = "Find every object in this picture and give the bounding box of each."
 
 
@@ -103,7 +114,10 @@ class DataConfig:
     """Where the data comes from and how a record becomes a chat. Explained in: chapter 01."""
 
     dataset_id: str = "openfoodfacts/nutrition-table-detection"
-    local_path: str | None = None  # a save_to_disk folder or Hub-layout parquet files; None = the Hub (or the tiny cache)
+    local_path: str | None = (
+        # a save_to_disk folder or Hub-layout parquet files; None = the Hub (or the tiny cache)
+        None
+    )
     train_split: str = "train"
     eval_split: str = "val"
     num_train: int | None = None  # None = the whole split
@@ -116,7 +130,9 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_min_side_px: int = 112
     synthetic_max_side_px: int = 224
-    synthetic_square: bool = False  # square photos: with a fixed pixel budget, every image is the same token grid
+    synthetic_square: bool = (
+        False  # square photos: with a fixed pixel budget, every image is the same token grid
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,15 @@ class LoRAConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     )
     train_vision: bool = False  # also adapt the vision tower's attention (qkv) and MLP (fc1, fc2)
 
@@ -153,18 +177,23 @@ class TrainingConfig:
     gradient_checkpointing: bool = True
     logging_steps: int = 10
     save_steps: int = 100
-    # Validation loss on the eval split (`eval_loss` in the log) every N steps; None = none (the tiny
-    # profile, whose IoU callback watches the held-out images instead)
+    # Validation loss on the eval split (`eval_loss` in the log) every N steps; None =
+    # none (the tiny profile, whose IoU callback watches the held-out images instead)
     eval_steps: int | None = None
     save_total_limit: int | None = 2
     seed: int = 42
-    dataloader_num_workers: int = 0  # processes that build batches while the GPU trains; 0 = in the main process
+    dataloader_num_workers: int = (
+        0  # processes that build batches while the GPU trains; 0 = in the main process
+    )
     report_to: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class CallbacksConfig:
-    """Which training callbacks run, and how often. Explained in: chapter 05, "Watching training"."""
+    """Which training callbacks run, and how often.
+
+    Explained in: chapter 05, "Watching training".
+    """
 
     grad_norm: bool = True
     iou_eval: bool = True
@@ -179,12 +208,16 @@ class GPUConfig:
     """Device placement. Explained in: book/setup, "Laptop or GPU"."""
 
     device: Literal["auto", "cuda", "cpu"] = "auto"  # auto = CUDA when available
-    device_map: str | None = None  # e.g. "auto" to spread one model over several GPUs (not data parallel)
+    device_map: str | None = (
+        None  # e.g. "auto" to spread one model over several GPUs (not data parallel)
+    )
 
 
 @dataclass(frozen=True)
 class Config:
-    """The whole recipe. `profile` says which model and data load; everything after loading is shared."""
+    """The whole recipe. `profile` says which model and data load; everything
+    after loading is shared.
+    """
 
     profile: Profile = "tiny"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -204,7 +237,10 @@ def get_profile() -> Profile:
     """
     profile = os.environ.get(PROFILE_ENV_VAR, "tiny").strip() or "tiny"
     if profile not in typing.get_args(Profile):
-        raise ConfigError(f"{PROFILE_ENV_VAR}={profile!r} is not a profile; choose one of {list(typing.get_args(Profile))}")
+        raise ConfigError(
+            f"{PROFILE_ENV_VAR}={profile!r} is not a profile; choose one of "
+            f"{list(typing.get_args(Profile))}"
+        )
     return profile  # type: ignore[return-value]
 
 
@@ -218,7 +254,9 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def load_config(*sources: str | Path, overrides: typing.Sequence[str] = (), profile: Profile | None = None) -> Config:
+def load_config(
+    *sources: str | Path, overrides: typing.Sequence[str] = (), profile: Profile | None = None
+) -> Config:
     """Build a `Config` from defaults, the profile's config, named configs or files, and overrides.
 
     Why: one call gives chapters, labs and the CLI the same checked recipe.
@@ -227,14 +265,19 @@ def load_config(*sources: str | Path, overrides: typing.Sequence[str] = (), prof
     Args:
         sources: named configs (`list_named_configs()`) or paths to YAML files, applied in order.
         overrides: "section.key=value" strings, the value parsed as YAML (`training.max_steps=20`).
-        profile: force a profile; otherwise the last `profile:` key in `sources`, else `VLM_PROFILE`.
+        profile: force a profile; otherwise the last `profile:` key in
+            `sources`, else `VLM_PROFILE`.
     Raises:
         ConfigError: unknown source, unreadable YAML, unknown key, wrong type or invalid choice;
             the message names the key, where it came from, and the valid choices.
     """
     layers = [(str(path), _read_yaml(path)) for path in map(_resolve_source, sources)]
     layers += [("--set " + item, _parse_override(item)) for item in overrides]
-    chosen = profile or next((data["profile"] for _, data in reversed(layers) if "profile" in data), None) or get_profile()
+    chosen = (
+        profile
+        or next((data["profile"] for _, data in reversed(layers) if "profile" in data), None)
+        or get_profile()
+    )
     if chosen not in typing.get_args(Profile):
         raise ConfigError(f"profile {chosen!r} is not one of {list(typing.get_args(Profile))}")
     profile_path = CONFIG_DIR / f"{chosen}.yaml"
@@ -253,7 +296,10 @@ def _resolve_source(source: str | Path) -> Path:
         return path
     if str(source) in list_named_configs():
         return CONFIG_DIR / f"{source}.yaml"
-    raise ConfigError(f"unknown config {str(source)!r}: not a file, and not one of the named configs {list_named_configs()}")
+    raise ConfigError(
+        f"unknown config {str(source)!r}: not a file, and not one of the named configs "
+        f"{list_named_configs()}"
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -269,7 +315,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _parse_override(item: str) -> dict[str, Any]:
     key, separator, raw_value = item.partition("=")
     if not separator or not key.strip():
-        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. training.max_steps=20")
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value, e.g. training.max_steps=20"
+        )
     nested: dict[str, Any] = {}
     cursor = nested
     *parents, last = key.strip().split(".")
@@ -279,7 +327,9 @@ def _parse_override(item: str) -> dict[str, Any]:
     return nested
 
 
-def _merge(values: dict[str, Any], update: dict[str, Any], cls: type, origin: str, prefix: str) -> None:
+def _merge(
+    values: dict[str, Any], update: dict[str, Any], cls: type, origin: str, prefix: str
+) -> None:
     """Check `update` against the dataclass `cls` and write it into `values`, in place."""
     hints = typing.get_type_hints(cls)
     for key, value in update.items():
@@ -288,18 +338,23 @@ def _merge(values: dict[str, Any], update: dict[str, Any], cls: type, origin: st
             close = difflib.get_close_matches(str(key), list(hints), n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown key '{dotted}' in {origin}.{hint} Valid keys{' in ' + repr(prefix[:-1]) if prefix else ''}: {sorted(hints)}"
+                f"unknown key '{dotted}' in {origin}.{hint} Valid "
+                f"keys{' in ' + repr(prefix[:-1]) if prefix else ''}: {sorted(hints)}"
             )
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
-                raise ConfigError(f"'{dotted}' in {origin} must be a section (a mapping), got {value!r}")
+                raise ConfigError(
+                    f"'{dotted}' in {origin} must be a section (a mapping), got {value!r}"
+                )
             _merge(values[key], value, hints[key], origin, prefix=f"{dotted}.")
         else:
             values[key] = _check_value(value, hints[key], dotted, origin)
 
 
 def _check_value(value: Any, hint: Any, dotted: str, origin: str) -> Any:
-    """Return `value` if it fits the type `hint` (ints widen to floats); raise ConfigError otherwise."""
+    """Return `value` if it fits the type `hint` (ints widen to floats); raise
+    ConfigError otherwise.
+    """
     origin_type, args = typing.get_origin(hint), typing.get_args(hint)
     if origin_type in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -313,7 +368,10 @@ def _check_value(value: Any, hint: Any, dotted: str, origin: str) -> Any:
     if origin_type is list:
         if not isinstance(value, list):
             raise ConfigError(f"'{dotted}' in {origin} must be a list, got {value!r}")
-        return [_check_value(item, args[0], f"{dotted}[{index}]", origin) for index, item in enumerate(value)]
+        return [
+            _check_value(item, args[0], f"{dotted}[{index}]", origin)
+            for index, item in enumerate(value)
+        ]
     if hint is float and isinstance(value, str):
         try:  # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it obviously is
             return float(value)
@@ -322,14 +380,18 @@ def _check_value(value: Any, hint: Any, dotted: str, origin: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"'{dotted}' in {origin} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"'{dotted}' in {origin} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {
-        item.name: _build(hints[item.name], values[item.name]) if dataclasses.is_dataclass(hints[item.name]) else values[item.name]
+        item.name: _build(hints[item.name], values[item.name])
+        if dataclasses.is_dataclass(hints[item.name])
+        else values[item.name]
         for item in fields(cls)
     }
     return cls(**kwargs)
@@ -341,6 +403,3 @@ def with_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     for item in overrides:
         _merge(values, _parse_override(item), Config, "--set " + item, prefix="")
     return _build(Config, values)
-
-
-

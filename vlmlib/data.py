@@ -4,9 +4,10 @@ Why: every later step (collators, training, evaluation) reads records through th
 the Hub dataset and the tiny profile's synthetic copy go down exactly the same path.
 Explained in: chapter 01, "Loading the data" and "Bad records".
 
-The Hub dataset `openfoodfacts/nutrition-table-detection` has splits `train` and `val`; each record has
-`image_id`, `image`, `width`, `height`, `meta{barcode, off_image_id, image_url}` and
-`objects{bbox, category_id, category_name}`, with `bbox` as `box_hub` ([y_min, x_min, y_max, x_max], 0-1).
+The Hub dataset `openfoodfacts/nutrition-table-detection` has splits `train` and `val`;
+each record has `image_id`, `image`, `width`, `height`,
+`meta{barcode, off_image_id, image_url}` and `objects{bbox, category_id, category_name}`,
+with `bbox` as `box_hub` ([y_min, x_min, y_max, x_max], 0-1).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from PIL import Image, UnidentifiedImageError
 from vlmlib.boxes import convert_hub_box_to_qwen
 from vlmlib.config import Config
 from vlmlib.sources import resolve_sources
-from vlmlib.tokens import BOX_END_TOKEN, BOX_START_TOKEN, OBJECT_REF_END_TOKEN, OBJECT_REF_START_TOKEN
+from vlmlib.tokens import (
+    BOX_END_TOKEN,
+    BOX_START_TOKEN,
+    OBJECT_REF_END_TOKEN,
+    OBJECT_REF_START_TOKEN,
+)
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -64,9 +70,9 @@ DEFAULT_PROMPT = "Find every nutrition table in this product photo and give its 
 # anything further out means the record is wrong, and it is dropped.
 BOX_CLAMP_TOLERANCE = 0.01
 
-# Qwen2-VL sees an image as 28x28 px squares (patch_size 14 x merge_size 2), one token each. Both resizers
-# (transformers' and qwen_vl_utils' `smart_resize`) stretch a smaller side up to 28 px, so a side below it
-# shows the model invented pixels, and a box on it spans less than a pixel.
+# Qwen2-VL sees an image as 28x28 px squares (patch_size 14 x merge_size 2), one token each. Both
+# resizers (transformers' and qwen_vl_utils' `smart_resize`) stretch a smaller side up to 28 px,
+# so a side below it shows the model invented pixels, and a box on it spans less than a pixel.
 MIN_IMAGE_SIDE_PX = 28
 # Both `smart_resize`s raise ValueError on a longer/shorter side ratio above 200.
 MAX_IMAGE_ASPECT_RATIO = 200
@@ -97,17 +103,20 @@ def hub_features() -> datasets.Features:
     )
 
 
-def load_split(split: str, dataset_id: str = HUB_DATASET_ID, local_path: Path | None = None) -> datasets.Dataset:
+def load_split(
+    split: str, dataset_id: str = HUB_DATASET_ID, local_path: Path | None = None
+) -> datasets.Dataset:
     """Load one split from a local copy (a `save_to_disk` folder or parquet files) or from the Hub.
 
-    Why: the full profile reads the Hub; the tiny profile and the tests read local files in the same schema.
+    Why: the full profile reads the Hub; the tiny profile and the tests read
+    local files in the same schema.
     Explained in: chapter 01, "Loading the data".
 
     Args:
         split: "train" or "val" (the Hub dataset's names).
         dataset_id: Hub id, used only when `local_path` is None.
-        local_path: a folder written by `DatasetDict.save_to_disk`, or a folder of `<split>-*.parquet`
-            files (the Hub's own layout, optionally under `data/`).
+        local_path: a folder written by `DatasetDict.save_to_disk`, or a folder of
+            `<split>-*.parquet` files (the Hub's own layout, optionally under `data/`).
     Raises:
         FileNotFoundError: `local_path` holds neither form.
         KeyError: the split does not exist; the message lists the splits that do.
@@ -120,13 +129,22 @@ def load_split(split: str, dataset_id: str = HUB_DATASET_ID, local_path: Path | 
         if split not in dataset_dict:
             raise KeyError(f"split '{split}' not in {local_path}; it has {sorted(dataset_dict)}")
         return dataset_dict[split]
-    parquet_files = sorted(local_path.glob(f"{split}-*.parquet")) + sorted(local_path.glob(f"data/{split}-*.parquet"))
+    parquet_files = sorted(local_path.glob(f"{split}-*.parquet")) + sorted(
+        local_path.glob(f"data/{split}-*.parquet")
+    )
     if parquet_files:
-        return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet_files], split="train").cast(hub_features())
+        return datasets.load_dataset(
+            "parquet", data_files=[str(p) for p in parquet_files], split="train"
+        ).cast(hub_features())
     if not local_path.exists():
-        raise FileNotFoundError(f"dataset folder {local_path} does not exist; check data.local_path "
-                                "(under the tiny profile, `vlmlib make-tiny` builds it)")
-    other_splits = {path.name.split("-")[0] for path in [*local_path.glob("*-*.parquet"), *local_path.glob("data/*-*.parquet")]}
+        raise FileNotFoundError(
+            f"dataset folder {local_path} does not exist; check data.local_path "
+            "(under the tiny profile, `vlmlib make-tiny` builds it)"
+        )
+    other_splits = {
+        path.name.split("-")[0]
+        for path in [*local_path.glob("*-*.parquet"), *local_path.glob("data/*-*.parquet")]
+    }
     if other_splits:
         raise KeyError(f"split '{split}' not in {local_path}; it has {sorted(other_splits)}")
     raise FileNotFoundError(
@@ -135,9 +153,13 @@ def load_split(split: str, dataset_id: str = HUB_DATASET_ID, local_path: Path | 
     )
 
 
-def load_dataset_dict(dataset_id: str = HUB_DATASET_ID, local_path: Path | None = None) -> datasets.DatasetDict:
+def load_dataset_dict(
+    dataset_id: str = HUB_DATASET_ID, local_path: Path | None = None
+) -> datasets.DatasetDict:
     """Load the train and val splits together (see `load_split`)."""
-    return datasets.DatasetDict({split: load_split(split, dataset_id, local_path) for split in ("train", "val")})
+    return datasets.DatasetDict(
+        {split: load_split(split, dataset_id, local_path) for split in ("train", "val")}
+    )
 
 
 class BadRecordError(ValueError):
@@ -151,7 +173,9 @@ class CleaningReport:
     num_input: int = 0
     num_kept: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> number of records dropped
-    mended: Counter = field(default_factory=Counter)  # reason -> number of records kept after a stated fix
+    mended: Counter = field(
+        default_factory=Counter
+    )  # reason -> number of records kept after a stated fix
     examples: list[str] = field(default_factory=list)  # the first few messages, for the log
 
     def summary(self) -> str:
@@ -179,15 +203,17 @@ def _open_image(image_value: Any) -> Image.Image:
 
 
 def convert_image_to_rgb(image: Image.Image) -> Image.Image:
-    """Return the image in RGB mode, scaling high-bit-depth pixels down to 8 bits instead of clipping them.
+    """Return the image in RGB mode, scaling high-bit-depth pixels down to 8
+    bits instead of clipping them.
 
-    Why: PIL's `convert("RGB")` clips a 16-bit grayscale image (mode "I;16", values 0-65535) at 255, so a
-    16-bit scan becomes almost all white and the model sees no table.
+    Why: PIL's `convert("RGB")` clips a 16-bit grayscale image (mode "I;16", values
+    0-65535) at 255, so a 16-bit scan becomes almost all white and the model sees no table.
     Explained in: chapter 01, "Bad records".
 
-    Modes "I;16*" are shifted right by 8 bits. Modes "I" (32-bit int) and "F" (32-bit float) are scaled from
-    the smallest of the ranges 0-1 (float only), 0-255 and 0-65535 that holds their values, or else
-    stretched from their minimum to their maximum. Other modes go through `convert("RGB")`.
+    Modes "I;16*" are shifted right by 8 bits. Modes "I" (32-bit int) and "F"
+    (32-bit float) are scaled from the smallest of the ranges 0-1 (float only),
+    0-255 and 0-65535 that holds their values, or else stretched from their
+    minimum to their maximum. Other modes go through `convert("RGB")`.
     """
     if image.mode.startswith("I;16"):
         gray = np.asarray(image).astype(np.uint16) >> 8
@@ -212,11 +238,15 @@ def find_image_size_problem(width_px: int, height_px: int) -> str | None:
     Explained in: chapter 01, "Bad records".
     """
     if min(width_px, height_px) < MIN_IMAGE_SIDE_PX:
-        return (f"image of {width_px}x{height_px} px is smaller than {MIN_IMAGE_SIDE_PX} px on a side, "
-                f"the least Qwen2-VL represents (one {MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} px token)")
+        return (
+            f"image of {width_px}x{height_px} px is smaller than {MIN_IMAGE_SIDE_PX} px on a side, "
+            f"the least Qwen2-VL represents (one {MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} px token)"
+        )
     if max(width_px, height_px) / min(width_px, height_px) > MAX_IMAGE_ASPECT_RATIO:
-        return (f"image of {width_px}x{height_px} px has an aspect ratio above {MAX_IMAGE_ASPECT_RATIO}, "
-                "the most Qwen2-VL's resizer accepts")
+        return (
+            f"image of {width_px}x{height_px} px has an aspect ratio above "
+            f"{MAX_IMAGE_ASPECT_RATIO}, the most Qwen2-VL's resizer accepts"
+        )
     return None
 
 
@@ -226,10 +256,11 @@ def find_record_problems(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     Why: a wrong box teaches the model the wrong place; finding it before training is cheap.
     Explained in: chapter 01, "Bad records".
 
-    Fatal: the image does not open; it is too small or too elongated for Qwen2-VL (`find_image_size_problem`);
-    no objects; a box with a coordinate beyond the clamp tolerance; an inverted or zero-area box; a category
-    name or id not in `CATEGORY_NAMES`; width/height that disagree with the image. Mendable: an image not in
-    RGB mode (converted by `convert_image_to_rgb`); a coordinate just outside 0-1 (clamped).
+    Fatal: the image does not open; it is too small or too elongated for Qwen2-VL
+    (`find_image_size_problem`); no objects; a box with a coordinate beyond the clamp
+    tolerance; an inverted or zero-area box; a category name or id not in `CATEGORY_NAMES`;
+    width/height that disagree with the image. Mendable: an image not in RGB mode
+    (converted by `convert_image_to_rgb`); a coordinate just outside 0-1 (clamped).
     """
     fatal: list[str] = []
     mendable: list[str] = []
@@ -243,7 +274,10 @@ def find_record_problems(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     if image.mode != "RGB":
         mendable.append(f"image mode {image.mode} converted to RGB")
     if (record.get("width"), record.get("height")) != image.size:
-        fatal.append(f"width/height {record.get('width')}x{record.get('height')} differ from the image's {image.size[0]}x{image.size[1]}")
+        fatal.append(
+            f"width/height {record.get('width')}x{record.get('height')} differ from the "
+            f"image's {image.size[0]}x{image.size[1]}"
+        )
     objects = record["objects"]
     if not objects["bbox"]:
         fatal.append("no objects")
@@ -261,23 +295,32 @@ def find_record_problems(record: dict[str, Any]) -> tuple[list[str], list[str]]:
         y_min, x_min, y_max, x_max = box_hub
         if y_max <= y_min or x_max <= x_min:
             fatal.append(f"{where} is inverted or has zero area")
-        if category_name not in CATEGORY_NAMES or CATEGORY_NAMES.index(category_name) != category_id:
-            fatal.append(f"objects.category {category_id}/{category_name!r} is not one of {list(CATEGORY_NAMES)}")
+        if (
+            category_name not in CATEGORY_NAMES
+            or CATEGORY_NAMES.index(category_name) != category_id
+        ):
+            fatal.append(
+                f"objects.category {category_id}/{category_name!r} is not one of "
+                f"{list(CATEGORY_NAMES)}"
+            )
     return fatal, mendable
 
 
 def _mend_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Apply the mendable fixes to a raw record: RGB conversion (stored as lossless PNG) and clamping into 0-1.
+    """Apply the mendable fixes to a raw record: RGB conversion (stored as
+    lossless PNG) and clamping into 0-1.
 
-    Works on undecoded images so that records needing no conversion keep their original bytes; decoding
-    them would make `datasets` re-encode every JPEG of the split (lossy, quality 75).
+    Works on undecoded images so that records needing no conversion keep their original bytes;
+    decoding them would make `datasets` re-encode every JPEG of the split (lossy, quality 75).
     """
     image = _open_image(record["image"])
     if image.mode != "RGB":
         buffer = io.BytesIO()
         convert_image_to_rgb(image).save(buffer, format="PNG")
         record["image"] = {"bytes": buffer.getvalue(), "path": None}
-    record["objects"]["bbox"] = [[min(max(v, 0.0), 1.0) for v in box] for box in record["objects"]["bbox"]]
+    record["objects"]["bbox"] = [
+        [min(max(v, 0.0), 1.0) for v in box] for box in record["objects"]["bbox"]
+    ]
     return record
 
 
@@ -306,7 +349,9 @@ def clean_split(
         if fatal:
             message = f"{source} record {index} (image_id {record.get('image_id')!r}): {fatal[0]}"
             if policy == "raise":
-                raise BadRecordError(message + ". Fix the record or load with bad_record_policy='drop'.")
+                raise BadRecordError(
+                    message + ". Fix the record or load with bad_record_policy='drop'."
+                )
             report.dropped[_reason_kind(fatal[0])] += 1
             if len(report.examples) < 5:
                 report.examples.append(message)
@@ -326,9 +371,19 @@ def clean_split(
 
 def _reason_kind(problem: str) -> str:
     """Strip the values from a problem message so that counts group by kind."""
-    for kind in ("image does not open", "smaller than", "aspect ratio above",
-                 "outside 0-1", "inverted or has zero area", "clamped to 0-1", "converted to RGB", "no objects",
-                 "differ from the image", "is not one of", "does not have 4 values"):
+    for kind in (
+        "image does not open",
+        "smaller than",
+        "aspect ratio above",
+        "outside 0-1",
+        "inverted or has zero area",
+        "clamped to 0-1",
+        "converted to RGB",
+        "no objects",
+        "differ from the image",
+        "is not one of",
+        "does not have 4 values",
+    ):
         if kind in problem:
             return kind
     return problem
@@ -341,7 +396,8 @@ def format_answer(objects: dict[str, list]) -> str:
     starts from a format the model already knows.
     Explained in: chapter 02, "How a box answer is tokenised".
 
-    Example: `<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(560,910)<|box_end|>`.
+    Example:
+    `<|object_ref_start|>nutrition-table<|object_ref_end|><|box_start|>(120,340),(560,910)<|box_end|>`.
     """
     groups = []
     for box_hub, category_name in zip(objects["bbox"], objects["category_name"]):
@@ -381,15 +437,22 @@ def build_conversation(
         {"role": "user", "content": [image_item, {"type": "text", "text": prompt}]},
     ]
     if include_answer:
-        conversation.append({"role": "assistant", "content": [{"type": "text", "text": format_answer(record["objects"])}]})
+        conversation.append(
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": format_answer(record["objects"])}],
+            }
+        )
     return conversation
 
 
 def load_configured_splits(config: Config) -> datasets.DatasetDict:
-    """Return the config's train and eval splits, cleaned and cut to `data.num_train`/`data.num_eval`.
+    """Return the config's train and eval splits, cleaned and cut to
+    `data.num_train`/`data.num_eval`.
 
-    Why: chapters, training and the CLI get their data in one call, whatever the profile; where it comes
-    from (the Hub, a local copy, the tiny profile's cache) is `vlmlib.sources.resolve_sources`'s answer.
+    Why: chapters, training and the CLI get their data in one call, whatever the
+    profile; where it comes from (the Hub, a local copy, the tiny profile's
+    cache) is `vlmlib.sources.resolve_sources`'s answer.
     Explained in: chapter 01, "Loading the data".
 
     Returns:
@@ -397,9 +460,15 @@ def load_configured_splits(config: Config) -> datasets.DatasetDict:
     """
     sources = resolve_sources(config)
     splits = {}
-    for name, split, limit in (("train", config.data.train_split, config.data.num_train),
-                               ("eval", config.data.eval_split, config.data.num_eval)):
+    for name, split, limit in (
+        ("train", config.data.train_split, config.data.num_train),
+        ("eval", config.data.eval_split, config.data.num_eval),
+    ):
         dataset = load_split(split, sources.dataset_id, sources.dataset_path)
-        dataset, _ = clean_split(dataset, policy=config.data.bad_record_policy, source=f"{split} split")
-        splits[name] = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+        dataset, _ = clean_split(
+            dataset, policy=config.data.bad_record_policy, source=f"{split} split"
+        )
+        splits[name] = (
+            dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+        )
     return datasets.DatasetDict(splits)

@@ -17,8 +17,8 @@ becomes, at the same indentation (N is the lab's number, M counts the `exercise`
     raise NotImplementedError("Exercise N.M: write convert_hub_box_to_qwen")
 
 `solutions/lab_NN_name.py` (py:percent, paired with its `.ipynb`) gives `labs/lab_NN_name.py` and
-`labs/lab_NN_name.ipynb`. Run `vlmlib make-labs` after editing a solution; `vlmlib make-labs --check`
-fails when `labs/` differs from what it would write.
+`labs/lab_NN_name.ipynb`. Run `vlmlib make-labs` after editing a solution;
+`vlmlib make-labs --check` fails when `labs/` differs from what it would write.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ from pathlib import Path
 import jupytext
 from nbformat import NotebookNode
 
-__all__ = ["LabError", "LabsReport", "generate_lab_files", "generate_lab_notebook", "make_labs", "strip_solution_regions"]
+__all__ = [
+    "LabError",
+    "LabsReport",
+    "generate_lab_files",
+    "generate_lab_notebook",
+    "make_labs",
+    "strip_solution_regions",
+]
 
 EXERCISE_TAG = "exercise"
 SOLUTION_TAG = "solution"
@@ -43,11 +50,15 @@ _LAB_NAME = re.compile(r"^lab_(?P<number>\d+)_\w+$")
 
 
 class LabError(ValueError):
-    """A solution notebook breaks the marker rules; the message names the file, the cell and the line."""
+    """A solution notebook breaks the marker rules; the message names the file,
+    the cell and the line.
+    """
 
 
 def _enclosing_function(lines: list[str], line_index: int, indent: str) -> str | None:
-    """Return the name of the innermost `def` above `line_index` that is indented less than `indent`."""
+    """Return the name of the innermost `def` above `line_index` that is
+    indented less than `indent`.
+    """
     for line in reversed(lines[:line_index]):
         match = _DEF.match(line)
         if match and len(match.group("indent")) < len(indent):
@@ -56,15 +67,16 @@ def _enclosing_function(lines: list[str], line_index: int, indent: str) -> str |
 
 
 def strip_solution_regions(source: str, exercise: str, where: str = "cell") -> str:
-    """Replace every solution region of one code cell's source with a TODO and `raise NotImplementedError`.
+    """Replace every solution region of one code cell's source with a TODO and
+    `raise NotImplementedError`.
 
     Args:
         source: the cell's code.
         exercise: the exercise number for the messages, e.g. "1.2".
         where: names the cell in error messages, e.g. "solutions/lab_01_data.py, cell 7".
     Raises:
-        LabError: a marker without its partner, a nested or empty region, a region with no TODO text,
-            or a region outside a function (the lab would then stop at that cell).
+        LabError: a marker without its partner, a nested or empty region, a region with no
+            TODO text, or a region outside a function (the lab would then stop at that cell).
     """
     lines = source.split("\n")
     output: list[str] = []
@@ -73,33 +85,56 @@ def strip_solution_regions(source: str, exercise: str, where: str = "cell") -> s
         begin = _BEGIN.match(lines[index])
         if not begin:
             if _END.match(lines[index]):
-                raise LabError(f"{where}, line {index + 1}: '# END SOLUTION' without a '# BEGIN SOLUTION' above it")
+                raise LabError(
+                    f"{where}, line {index + 1}: '# END SOLUTION' without a '# BEGIN "
+                    "SOLUTION' above it"
+                )
             output.append(lines[index])
             index += 1
             continue
         indent, todo = begin.group("indent"), begin.group("todo")
         if not todo:
-            raise LabError(f"{where}, line {index + 1}: write the TODO text after '# BEGIN SOLUTION:'")
-        end = next((position for position in range(index + 1, len(lines)) if _END.match(lines[position]) or _BEGIN.match(lines[position])), None)
+            raise LabError(
+                f"{where}, line {index + 1}: write the TODO text after '# BEGIN SOLUTION:'"
+            )
+        end = next(
+            (
+                position
+                for position in range(index + 1, len(lines))
+                if _END.match(lines[position]) or _BEGIN.match(lines[position])
+            ),
+            None,
+        )
         if end is None or _BEGIN.match(lines[end]):
-            raise LabError(f"{where}, line {index + 1}: '# BEGIN SOLUTION' needs a '# END SOLUTION' before the next region")
+            raise LabError(
+                f"{where}, line {index + 1}: '# BEGIN SOLUTION' needs a '# END SOLUTION' "
+                "before the next region"
+            )
         if end == index + 1:
             raise LabError(f"{where}, line {index + 1}: the solution region is empty")
         function_name = _enclosing_function(lines, index, indent)
         if function_name is None:
-            raise LabError(f"{where}, line {index + 1}: put the solution region inside a function, "
-                           "so that the unsolved lab still runs to the end")
+            raise LabError(
+                f"{where}, line {index + 1}: put the solution region inside a function, "
+                "so that the unsolved lab still runs to the end"
+            )
         output.append(f"{indent}# TODO (exercise {exercise}): {todo}")
-        output.append(f'{indent}raise NotImplementedError("Exercise {exercise}: write {function_name}")')
+        output.append(
+            f'{indent}raise NotImplementedError("Exercise {exercise}: write {function_name}")'
+        )
         index = end + 1
     return "\n".join(output)
 
 
-def generate_lab_notebook(solution: NotebookNode, lab_number: int, where: str = "solution") -> NotebookNode:
-    """Return the lab made from a solved notebook: `solution` cells dropped, regions of `exercise` cells stripped.
+def generate_lab_notebook(
+    solution: NotebookNode, lab_number: int, where: str = "solution"
+) -> NotebookNode:
+    """Return the lab made from a solved notebook: `solution` cells dropped,
+    regions of `exercise` cells stripped.
 
     Raises:
-        LabError: a region outside an `exercise` cell, an `exercise` cell without a region, or a marker error.
+        LabError: a region outside an `exercise` cell, an `exercise` cell
+            without a region, or a marker error.
     """
     lab = copy.deepcopy(solution)
     cells, exercise_count = [], 0
@@ -112,8 +147,13 @@ def generate_lab_notebook(solution: NotebookNode, lab_number: int, where: str = 
         if EXERCISE_TAG in tags:
             exercise_count += 1
             if cell.cell_type != "code" or not has_region:
-                raise LabError(f"{cell_where} is tagged '{EXERCISE_TAG}' but is not a code cell with a solution region")
-            cell.source = strip_solution_regions(cell.source, f"{lab_number}.{exercise_count}", cell_where)
+                raise LabError(
+                    f"{cell_where} is tagged '{EXERCISE_TAG}' but is not a code cell "
+                    "with a solution region"
+                )
+            cell.source = strip_solution_regions(
+                cell.source, f"{lab_number}.{exercise_count}", cell_where
+            )
         elif has_region:
             raise LabError(f"{cell_where} has a solution region but is not tagged '{EXERCISE_TAG}'")
         cells.append(cell)
@@ -124,16 +164,23 @@ def generate_lab_notebook(solution: NotebookNode, lab_number: int, where: str = 
 def generate_lab_files(solution_path: Path) -> dict[str, str]:
     """Return {file name: text} of the lab pair (`.py` and `.ipynb`) made from one solution `.py`.
 
-    Cell ids are derived from the lab's name and the cell's position, so the output is the same every run.
+    Cell ids are derived from the lab's name and the cell's position, so the
+    output is the same every run.
     """
     match = _LAB_NAME.match(solution_path.stem)
     if not match:
-        raise LabError(f"{solution_path}: a solution must be named lab_NN_name.py (e.g. lab_01_data.py)")
-    lab = generate_lab_notebook(jupytext.read(solution_path), int(match.group("number")), where=str(solution_path))
+        raise LabError(
+            f"{solution_path}: a solution must be named lab_NN_name.py (e.g. lab_01_data.py)"
+        )
+    lab = generate_lab_notebook(
+        jupytext.read(solution_path), int(match.group("number")), where=str(solution_path)
+    )
     for index, cell in enumerate(lab.cells):
         cell["id"] = hashlib.sha1(f"{solution_path.stem}:{index}".encode()).hexdigest()[:8]
-    return {solution_path.with_suffix(".py").name: jupytext.writes(lab, fmt="py:percent"),
-            solution_path.with_suffix(".ipynb").name: jupytext.writes(lab, fmt="ipynb")}
+    return {
+        solution_path.with_suffix(".py").name: jupytext.writes(lab, fmt="py:percent"),
+        solution_path.with_suffix(".ipynb").name: jupytext.writes(lab, fmt="ipynb"),
+    }
 
 
 @dataclass
@@ -179,5 +226,9 @@ def make_labs(solutions_dir: Path, labs_dir: Path, is_check: bool = False) -> La
                 target.write_text(text)
                 report.written.append(target)
     if labs_dir.is_dir():
-        report.extra = sorted(path for path in labs_dir.glob("lab_*") if path.suffix in {".py", ".ipynb"} and path.name not in expected_names)
+        report.extra = sorted(
+            path
+            for path in labs_dir.glob("lab_*")
+            if path.suffix in {".py", ".ipynb"} and path.name not in expected_names
+        )
     return report

@@ -112,11 +112,16 @@ def _answer_logits(
     """
     min_pixels, max_pixels = get_pixel_budget(processor)
     conversation = build_conversation(
-        record, config.data.prompt, config.data.system_message, include_answer=False,
-        min_pixels=min_pixels, max_pixels=max_pixels,
+        record,
+        config.data.prompt,
+        config.data.system_message,
+        include_answer=False,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
     )
-    prompt_text = processor.apply_chat_template(conversation, tokenize=False,
-                                                add_generation_prompt=True)
+    prompt_text = processor.apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True
+    )
     text = prompt_text + answer + IM_END_TOKEN
     tokenizer = processor.tokenizer
     num_answer_tokens = len(tokenizer(text).input_ids) - len(tokenizer(prompt_text).input_ids)
@@ -127,14 +132,22 @@ def _answer_logits(
     return logits[0, :-1].cpu()
 
 
-def _all_answer_logits(model, processor, records: Sequence[dict[str, Any]], answers: Sequence[str],
-                       config: Config) -> list[torch.Tensor]:
-    return [_answer_logits(model, processor, record, answer, config)
-            for record, answer in zip(records, answers)]
+def _all_answer_logits(
+    model, processor, records: Sequence[dict[str, Any]], answers: Sequence[str], config: Config
+) -> list[torch.Tensor]:
+    return [
+        _answer_logits(model, processor, record, answer, config)
+        for record, answer in zip(records, answers)
+    ]
 
 
-def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: int = 8,
-               max_new_tokens: int = 64, overwrite: bool = False) -> MergeReport:
+def merge_lora(
+    run_dir: Path | str,
+    output_dir: Path | str,
+    num_check_records: int = 8,
+    max_new_tokens: int = 64,
+    overwrite: bool = False,
+) -> MergeReport:
     """Merge the run's adapter into an unquantised base, save it, and check it against the adapter.
 
     Why: see the module docstring; the check is what makes the merge trustworthy.
@@ -151,7 +164,8 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
         A MergeReport; `is_equivalent` is False if the logits differ by more than rounding explains
         (the merged model is still saved, so it can be inspected).
     Raises:
-        ValueError: the run folder holds no adapter (nothing to merge), or `output_dir` is inside it.
+        ValueError: the run folder holds no adapter (nothing to merge), or
+            `output_dir` is inside it.
         FileExistsError: `output_dir` holds something and `overwrite` is False.
     """
     run_dir, output_dir = Path(run_dir), Path(output_dir)
@@ -163,8 +177,11 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
     adapted.eval()
     split = load_configured_splits(config)["eval"]
     records = [split[index] for index in range(min(num_check_records, len(split)))]
-    generation = dict(prompt=config.data.prompt, system_message=config.data.system_message,
-                      max_new_tokens=max_new_tokens)
+    generation = dict(
+        prompt=config.data.prompt,
+        system_message=config.data.system_message,
+        max_new_tokens=max_new_tokens,
+    )
     adapter_answers = generate_answers(adapted, processor, records, **generation)
     adapter_logits = _all_answer_logits(adapted, processor, records, adapter_answers, config)
     merged = adapted.merge_and_unload()  # folds (alpha / r) * B @ A into each adapted weight
@@ -174,13 +191,20 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
     dtype_name = str(merged.dtype).removeprefix("torch.")
     answer_pairs = list(zip(records, adapter_answers, merged_answers))
     report = MergeReport(
-        output_dir=output_dir, num_checked=len(records),
+        output_dir=output_dir,
+        num_checked=len(records),
         num_identical=sum(before == after for _, before, after in answer_pairs),
-        max_logit_difference=max(float((before.float() - after.float()).abs().max())
-                                 for before, after in zip(adapter_logits, merged_logits)),
-        tolerance=merge_tolerance(merged.dtype, logit_scale), dtype=dtype_name,
-        mismatches=[(record["image_id"], before, after)
-                    for record, before, after in answer_pairs if before != after],
+        max_logit_difference=max(
+            float((before.float() - after.float()).abs().max())
+            for before, after in zip(adapter_logits, merged_logits)
+        ),
+        tolerance=merge_tolerance(merged.dtype, logit_scale),
+        dtype=dtype_name,
+        mismatches=[
+            (record["image_id"], before, after)
+            for record, before, after in answer_pairs
+            if before != after
+        ],
     )
     merged_config = with_overrides(config, [f"model.dtype={dtype_name}"])  # load_in_4bit is false
     config_text = yaml.safe_dump(config_to_dict(merged_config), sort_keys=False)
@@ -191,7 +215,14 @@ def merge_lora(run_dir: Path | str, output_dir: Path | str, num_check_records: i
         (folder / RUN_CONFIG_FILE).write_text(config_text)
 
     write_folder_atomically(output_dir, write_merged_run, overwrite=overwrite)
-    logger.info("merged %s into %s (%s): logits within %.1e (tolerance %.1e); %d of %d same",
-                run_dir, output_dir, dtype_name, report.max_logit_difference, report.tolerance,
-                report.num_identical, report.num_checked)
+    logger.info(
+        "merged %s into %s (%s): logits within %.1e (tolerance %.1e); %d of %d same",
+        run_dir,
+        output_dir,
+        dtype_name,
+        report.max_logit_difference,
+        report.tolerance,
+        report.num_identical,
+        report.num_checked,
+    )
     return report

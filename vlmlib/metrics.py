@@ -6,7 +6,8 @@ image has several.
 Explained in: chapter 06, "From answers to figures".
 
 Every box here is `box_xyxy`: (x1, y1, x2, y2) in pixels, x1 <= x2 and y1 <= y2. Convert `box_qwen`
-with `vlmlib.boxes.convert_qwen_box_to_xyxy` and `box_hub` with `vlmlib.boxes.convert_hub_box_to_xyxy` first.
+with `vlmlib.boxes.convert_qwen_box_to_xyxy` and `box_hub` with
+`vlmlib.boxes.convert_hub_box_to_xyxy` first.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MAX_BOXES_FOR_EXACT_MATCHING", "compute_image_mean_iou", "compute_iou", "compute_iou_matrix", "match_boxes"]
+__all__ = [
+    "MAX_BOXES_FOR_EXACT_MATCHING",
+    "compute_image_mean_iou",
+    "compute_iou",
+    "compute_iou_matrix",
+    "match_boxes",
+]
 
-# Up to this many boxes on each side, matching tries every pairing (8 boxes: 8! = 40,320 pairings, well under
-# a second); beyond it, matching is greedy. scipy's linear_sum_assignment would be exact at any size, but the
-# course's environment does not install scipy, and our images have one to three tables.
+# Up to this many boxes on each side, matching tries every pairing (8 boxes: 8!
+# = 40,320 pairings, well under a second); beyond it, matching is greedy.
+# scipy's linear_sum_assignment would be exact at any size, but the course's
+# environment does not install scipy, and our images have one to three tables.
 MAX_BOXES_FOR_EXACT_MATCHING = 8
 
 
@@ -34,9 +42,10 @@ def compute_iou(box_a_xyxy: Sequence[float], box_b_xyxy: Sequence[float]) -> flo
 
     The intersection is the rectangle both boxes cover: its left edge is the larger of the two left
     edges, its right edge the smaller of the two right edges (likewise top and bottom). When the
-    boxes are disjoint or only touch, that rectangle has no width or height, so the intersection is 0.
-    The union is area(a) + area(b) - intersection, because adding the two areas counts the overlap twice.
-    A degenerate box (zero or negative width or height) has no area, and its IoU with anything is 0.
+    boxes are disjoint or only touch, that rectangle has no width or height, so
+    the intersection is 0. The union is area(a) + area(b) - intersection, because
+    adding the two areas counts the overlap twice. A degenerate box (zero or
+    negative width or height) has no area, and its IoU with anything is 0.
 
     Args:
         box_a_xyxy, box_b_xyxy: (x1, y1, x2, y2) in pixels.
@@ -56,14 +65,17 @@ def compute_iou(box_a_xyxy: Sequence[float], box_b_xyxy: Sequence[float]) -> flo
     return float(intersection / union)
 
 
-def compute_iou_matrix(boxes_a_xyxy: Sequence[Sequence[float]], boxes_b_xyxy: Sequence[Sequence[float]]) -> np.ndarray:
+def compute_iou_matrix(
+    boxes_a_xyxy: Sequence[Sequence[float]], boxes_b_xyxy: Sequence[Sequence[float]]
+) -> np.ndarray:
     """Return the IoU of every box in `boxes_a_xyxy` with every box in `boxes_b_xyxy`.
 
     Why: matching needs all pairwise scores at once.
     Explained in: chapter 06, "From answers to figures".
 
     Returns:
-        (len(boxes_a_xyxy), len(boxes_b_xyxy)) float64 array; entry [i, j] is the IoU of a[i] with b[j].
+        (len(boxes_a_xyxy), len(boxes_b_xyxy)) float64 array; entry [i, j] is
+        the IoU of a[i] with b[j].
     """
     iou_matrix = np.zeros((len(boxes_a_xyxy), len(boxes_b_xyxy)), dtype=np.float64)
     for index_a, box_a_xyxy in enumerate(boxes_a_xyxy):
@@ -73,9 +85,13 @@ def compute_iou_matrix(boxes_a_xyxy: Sequence[Sequence[float]], boxes_b_xyxy: Se
 
 
 def _match_exactly(iou_matrix: np.ndarray) -> list[tuple[int, int]]:
-    """Try every one-to-one pairing of rows with columns and return the one with the largest total IoU."""
+    """Try every one-to-one pairing of rows with columns and return the one with
+    the largest total IoU.
+    """
     is_transposed = iou_matrix.shape[0] > iou_matrix.shape[1]
-    scores = (iou_matrix.T if is_transposed else iou_matrix).tolist()  # now no more rows than columns
+    scores = (
+        iou_matrix.T if is_transposed else iou_matrix
+    ).tolist()  # now no more rows than columns
     num_rows, num_columns = len(scores), len(scores[0])
     best_columns = max(
         itertools.permutations(range(num_columns), num_rows),
@@ -86,7 +102,7 @@ def _match_exactly(iou_matrix: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _match_greedily(iou_matrix: np.ndarray) -> list[tuple[int, int]]:
-    """Pair the highest-IoU row and column first, then the next highest among those left, and so on."""
+    """Pair the highest-IoU row and column first, then the highest among those left, and so on."""
     used_rows: set[int] = set()
     used_columns: set[int] = set()
     pairs = []
@@ -126,11 +142,17 @@ def match_boxes(
         pairs = _match_exactly(iou_matrix)
     else:
         pairs = _match_greedily(iou_matrix)
-    matches = [(row, column, float(iou_matrix[row, column])) for row, column in pairs if iou_matrix[row, column] > 0]
+    matches = [
+        (row, column, float(iou_matrix[row, column]))
+        for row, column in pairs
+        if iou_matrix[row, column] > 0
+    ]
     return sorted(matches)
 
 
-def compute_image_mean_iou(predicted_xyxy: Sequence[Sequence[float]], ground_truth_xyxy: Sequence[Sequence[float]]) -> float:
+def compute_image_mean_iou(
+    predicted_xyxy: Sequence[Sequence[float]], ground_truth_xyxy: Sequence[Sequence[float]]
+) -> float:
     """Return one image's score: the matched IoUs summed, divided by the larger number of boxes.
 
     Why: dividing by the larger side punishes both a missed table (an unmatched ground-truth box)

@@ -74,8 +74,9 @@ class ProfileChoice:
     reason: str
 
 
-def choose_profile(environ: Mapping[str, str], has_cuda_gpu: bool,
-                   is_hub_reachable: bool) -> ProfileChoice:
+def choose_profile(
+    environ: Mapping[str, str], has_cuda_gpu: bool, is_hub_reachable: bool
+) -> ProfileChoice:
     """Return `VLM_PROFILE` if set, else `full` with a CUDA GPU and the Hub, else `tiny`.
 
     Why: `full` needs Qwen2-VL-2B from the Hub and a GPU to train it in minutes; anywhere else the
@@ -88,8 +89,9 @@ def choose_profile(environ: Mapping[str, str], has_cuda_gpu: bool,
     chosen = environ.get(PROFILE_ENV_VAR, "").strip()
     if chosen:
         if chosen not in ("tiny", "full"):
-            raise ConfigError(f"{PROFILE_ENV_VAR}={chosen!r} is not a profile; "
-                              "choose one of ['tiny', 'full']")
+            raise ConfigError(
+                f"{PROFILE_ENV_VAR}={chosen!r} is not a profile; choose one of ['tiny', 'full']"
+            )
         return ProfileChoice(chosen, f"{PROFILE_ENV_VAR} is set")
     if has_cuda_gpu and is_hub_reachable:
         return ProfileChoice("full", "a CUDA GPU is visible and the Hugging Face Hub answers")
@@ -98,15 +100,20 @@ def choose_profile(environ: Mapping[str, str], has_cuda_gpu: bool,
     return ProfileChoice("tiny", "the Hugging Face Hub does not answer")
 
 
-def describe_choice(choice: ProfileChoice, is_building_tiny_assets: bool = False,
-                    needs_restart: bool = False) -> str:
+def describe_choice(
+    choice: ProfileChoice, is_building_tiny_assets: bool = False, needs_restart: bool = False
+) -> str:
     """Return the cell's one line: the profile, why, and what happens next."""
     other = "tiny" if choice.profile == "full" else "full"
-    line = (f"vlmlib {_version()}: profile {choice.profile} ({choice.reason}; "
-            f"set {PROFILE_ENV_VAR}={other} to change)")
+    line = (
+        f"vlmlib {_version()}: profile {choice.profile} ({choice.reason}; "
+        f"set {PROFILE_ENV_VAR}={other} to change)"
+    )
     if needs_restart:
-        return line + ("; libraries this kernel had loaded were upgraded: "
-                       "restart the kernel and run this cell again")
+        return line + (
+            "; libraries this kernel had loaded were upgraded: "
+            "restart the kernel and run this cell again"
+        )
     if is_building_tiny_assets:
         return line + f"; building the tiny model and data once ({TINY_BUILD_NOTE}) ..."
     return line
@@ -214,14 +221,22 @@ def _install_missing_requirements(extra: str | None = None) -> bool:
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         beside = host or "no torch"
-        raise RuntimeError(f"pip could not install vlmlib's requirements beside {beside}; "
-                           f"its last lines:\n{tail}")
+        raise RuntimeError(
+            f"pip could not install vlmlib's requirements beside {beside}; its last lines:\n{tail}"
+        )
     importlib.invalidate_caches()
-    changed = [name for name in names
-               if before[name] is not None and _installed_version(name) != before[name]]
+    changed = [
+        name
+        for name in names
+        if before[name] is not None and _installed_version(name) != before[name]
+    ]
     modules = importlib.metadata.packages_distributions()
-    loaded = {_requirement_name(distribution) for module, distributions in modules.items()
-              if module in sys.modules for distribution in distributions}
+    loaded = {
+        _requirement_name(distribution)
+        for module, distributions in modules.items()
+        if module in sys.modules
+        for distribution in distributions
+    }
     return any(name in loaded for name in changed)
 
 
@@ -257,8 +272,9 @@ def _build_tiny_assets() -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise RuntimeError(f"`vlmlib make-tiny` could not build the tiny profile; its last lines:\n"
-                           f"{tail}")
+        raise RuntimeError(
+            f"`vlmlib make-tiny` could not build the tiny profile; its last lines:\n{tail}"
+        )
 
 
 def _are_tiny_assets_built() -> bool:

@@ -14,8 +14,13 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-__all__ = ["LossFunction", "OptimizerFactory", "compare_update_norms", "compute_flat_gradient",
-           "measure_relative_update"]
+__all__ = [
+    "LossFunction",
+    "OptimizerFactory",
+    "compare_update_norms",
+    "compute_flat_gradient",
+    "measure_relative_update",
+]
 
 LossFunction = Callable[[torch.nn.Module], torch.Tensor]  # model -> scalar loss, with gradients
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -24,8 +29,10 @@ OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 def _trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not parameters:
-        raise ValueError("the model has no trainable parameter; add LoRA adapters first "
-                         "(vlmlib.models.apply_lora)")
+        raise ValueError(
+            "the model has no trainable parameter; add LoRA adapters first "
+            "(vlmlib.models.apply_lora)"
+        )
     return parameters
 
 
@@ -33,9 +40,14 @@ def _flat_norm(tensors: list[torch.Tensor]) -> float:
     return float(torch.cat([tensor.detach().float().flatten() for tensor in tensors]).norm())
 
 
-def measure_relative_update(model: torch.nn.Module, compute_loss: LossFunction,
-                            make_optimizer: OptimizerFactory, loss_scale: float = 1.0,
-                            num_steps: int = 3, seed: int = 0) -> float:
+def measure_relative_update(
+    model: torch.nn.Module,
+    compute_loss: LossFunction,
+    make_optimizer: OptimizerFactory,
+    loss_scale: float = 1.0,
+    num_steps: int = 3,
+    seed: int = 0,
+) -> float:
     """Return how far `num_steps` optimizer steps on `loss_scale * loss` move the trainable weights.
 
     Why: comparing the same steps on the loss L and on w * L shows whether the optimizer's step
@@ -73,9 +85,14 @@ def measure_relative_update(model: torch.nn.Module, compute_loss: LossFunction,
         optimizer.zero_grad(set_to_none=True)
 
 
-def compare_update_norms(model: torch.nn.Module, compute_loss: LossFunction,
-                         optimizers: dict[str, OptimizerFactory], loss_scale: float,
-                         num_steps: int = 3, seed: int = 0) -> pd.DataFrame:
+def compare_update_norms(
+    model: torch.nn.Module,
+    compute_loss: LossFunction,
+    optimizers: dict[str, OptimizerFactory],
+    loss_scale: float,
+    num_steps: int = 3,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Return a table of relative update norms, one row per optimizer, for the loss L and w * L.
 
     Why: the ratio column says at a glance how much of the loss's scale reaches the step: about w
@@ -92,15 +109,21 @@ def compare_update_norms(model: torch.nn.Module, compute_loss: LossFunction,
     """
     rows = {}
     for name, make_optimizer in optimizers.items():
-        full, scaled = (measure_relative_update(model, compute_loss, make_optimizer, scale,
-                                                num_steps, seed) for scale in (1.0, loss_scale))
-        rows[name] = {"update, loss L": full, "update, loss w*L": scaled,
-                      "ratio (w*L over L)": scaled / full}
+        full, scaled = (
+            measure_relative_update(model, compute_loss, make_optimizer, scale, num_steps, seed)
+            for scale in (1.0, loss_scale)
+        )
+        rows[name] = {
+            "update, loss L": full,
+            "update, loss w*L": scaled,
+            "ratio (w*L over L)": scaled / full,
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def compute_flat_gradient(model: torch.nn.Module, compute_loss: LossFunction,
-                          seed: int = 0) -> torch.Tensor:
+def compute_flat_gradient(
+    model: torch.nn.Module, compute_loss: LossFunction, seed: int = 0
+) -> torch.Tensor:
     """Return the gradient of the loss for all trainable parameters, as one flat float32 vector.
 
     Why: two losses' gradients, flattened, can be compared by norm (what clipping sees) and by
@@ -120,9 +143,15 @@ def compute_flat_gradient(model: torch.nn.Module, compute_loss: LossFunction,
         parameter.grad = None
     torch.manual_seed(seed)
     compute_loss(model).backward()
-    gradient = torch.cat([(parameter.grad if parameter.grad is not None
-                           else torch.zeros_like(parameter)).detach().float().flatten()
-                          for parameter in parameters])
+    gradient = torch.cat(
+        [
+            (parameter.grad if parameter.grad is not None else torch.zeros_like(parameter))
+            .detach()
+            .float()
+            .flatten()
+            for parameter in parameters
+        ]
+    )
     for parameter in parameters:
         parameter.grad = None
     return gradient

@@ -1,9 +1,9 @@
 """Output folders that never lose a user's work.
 
 Why: a command that writes a model must not delete or replace anything it did not create, unless the
-user says so (`--overwrite`), and must never write its output inside its input. A kill halfway through
-a save must leave the old result or the new one, never half of each: folders are written beside
-their target and renamed into place.
+user says so (`--overwrite`), and must never write its output inside its input.
+A kill halfway through a save must leave the old result or the new one, never
+half of each: folders are written beside their target and renamed into place.
 Explained in: README, "From the command line".
 """
 
@@ -24,8 +24,13 @@ def describe_contents(folder: Path, num_shown: int = 3) -> str:
     return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}"
 
 
-def check_output_folder(output_dir: Path | str, inputs: Sequence[Path | str] = (), overwrite: bool = False,
-                        what: str = "output", how_to_continue: str = "") -> None:
+def check_output_folder(
+    output_dir: Path | str,
+    inputs: Sequence[Path | str] = (),
+    overwrite: bool = False,
+    what: str = "output",
+    how_to_continue: str = "",
+) -> None:
     """Refuse an output folder that would lose work; call it before loading anything.
 
     Args:
@@ -41,17 +46,24 @@ def check_output_folder(output_dir: Path | str, inputs: Sequence[Path | str] = (
     output = Path(output_dir).resolve()
     for input_dir in map(lambda path: Path(path).resolve(), inputs):
         if output == input_dir or input_dir in output.parents:
-            raise ValueError(f"{what} {output_dir} is inside the input {input_dir}; write it somewhere else, "
-                             "so the input stays as it was")
+            raise ValueError(
+                f"{what} {output_dir} is inside the input {input_dir}; write it somewhere else, "
+                "so the input stays as it was"
+            )
     if output.exists() and not output.is_dir():
         raise ValueError(f"{what} {output_dir} is a file, not a folder; choose a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{what} {output_dir} already holds {describe_contents(output)}; "
-                              f"{how_to_continue}pass --overwrite to replace it, or choose another folder")
+        raise FileExistsError(
+            f"{what} {output_dir} already holds {describe_contents(output)}; "
+            f"{how_to_continue}pass --overwrite to replace it, or choose another folder"
+        )
 
 
-def write_folder_atomically(target: Path | str, write: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Write a folder beside `target`, then rename it into place, so a kill leaves no half-written result.
+def write_folder_atomically(
+    target: Path | str, write: Callable[[Path], None], overwrite: bool = False
+) -> Path:
+    """Write a folder beside `target`, then rename it into place, so a kill
+    leaves no half-written result.
 
     Args:
         write: called with an empty staging folder (a sibling of `target`) to fill.

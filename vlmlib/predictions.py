@@ -1,7 +1,7 @@
 """One image's ground-truth and predicted boxes: what every metric in the course scores.
 
-Why: `vlmlib.evaluation` builds these from answers, and `vlmlib.coco` and the metrics read them; keeping
-the type in its own module lets both import it without importing each other.
+Why: `vlmlib.evaluation` builds these from answers, and `vlmlib.coco` and the metrics read
+them; keeping the type in its own module lets both import it without importing each other.
 Explained in: chapter 06, "Scoring a split".
 """
 
@@ -36,17 +36,29 @@ class ImagePrediction:
     answer_text: str | None = None
 
     def __post_init__(self) -> None:
-        self.ground_truth_xyxy = [tuple(float(value) for value in box) for box in self.ground_truth_xyxy]
+        self.ground_truth_xyxy = [
+            tuple(float(value) for value in box) for box in self.ground_truth_xyxy
+        ]
         self.predicted_xyxy = [tuple(float(value) for value in box) for box in self.predicted_xyxy]
-        self.ground_truth_labels = list(self.ground_truth_labels) or [DEFAULT_LABEL] * len(self.ground_truth_xyxy)
-        self.predicted_labels = list(self.predicted_labels) or [DEFAULT_LABEL] * len(self.predicted_xyxy)
-        self.predicted_scores = [float(score) for score in self.predicted_scores] or [1.0] * len(self.predicted_xyxy)
-        for name, boxes, values in (("ground_truth_labels", self.ground_truth_xyxy, self.ground_truth_labels),
-                                    ("predicted_labels", self.predicted_xyxy, self.predicted_labels),
-                                    ("predicted_scores", self.predicted_xyxy, self.predicted_scores)):
+        self.ground_truth_labels = list(self.ground_truth_labels) or [DEFAULT_LABEL] * len(
+            self.ground_truth_xyxy
+        )
+        self.predicted_labels = list(self.predicted_labels) or [DEFAULT_LABEL] * len(
+            self.predicted_xyxy
+        )
+        self.predicted_scores = [float(score) for score in self.predicted_scores] or [1.0] * len(
+            self.predicted_xyxy
+        )
+        for name, boxes, values in (
+            ("ground_truth_labels", self.ground_truth_xyxy, self.ground_truth_labels),
+            ("predicted_labels", self.predicted_xyxy, self.predicted_labels),
+            ("predicted_scores", self.predicted_xyxy, self.predicted_scores),
+        ):
             if len(values) != len(boxes):
-                raise ValueError(f"ImagePrediction {self.image_id!r} has {len(boxes)} boxes but {len(values)} {name}; "
-                                 "pass one per box, or none for the defaults.")
+                raise ValueError(
+                    f"ImagePrediction {self.image_id!r} has {len(boxes)} boxes but "
+                    f"{len(values)} {name}; pass one per box, or none for the defaults."
+                )
 
     @property
     def is_parse_failure(self) -> bool:

@@ -1,8 +1,9 @@
 """Check saved folders before loading them: a run's files, and which checkpoint a resume can use.
 
-Why: a missing adapter otherwise reads "Repo id must be a string" and a truncated one "invalid header
-length", and only after the 2B base model has loaded; a checkpoint half written when the process was
-killed stops a resume with "Can't find a valid checkpoint". These checks read file headers only.
+Why: a missing adapter otherwise reads "Repo id must be a string" and a
+truncated one "invalid header length", and only after the 2B base model has
+loaded; a checkpoint half written when the process was killed stops a resume
+with "Can't find a valid checkpoint". These checks read file headers only.
 Explained in: chapter 06, "Loading the fine-tuned model"; chapter 05, "Resuming".
 """
 
@@ -28,8 +29,9 @@ __all__ = [
 
 RUN_FOLDER_CONTENTS = (
     f"a complete run folder holds {RUN_CONFIG_FILE}; the adapter (adapter_config.json + "
-    "adapter_model.safetensors) or a merged model (config.json + model*.safetensors); and the processor "
-    "files (tokenizer_config.json, tokenizer.json, processor_config.json or preprocessor_config.json)"
+    "adapter_model.safetensors) or a merged model (config.json + model*.safetensors); "
+    "and the processor files (tokenizer_config.json, tokenizer.json, "
+    "processor_config.json or preprocessor_config.json)"
 )
 
 
@@ -50,21 +52,25 @@ def _read_json_file(path: Path) -> dict:
 
 
 def _check_weights_file(path: Path) -> None:
-    """Raise naming the file when a .safetensors file is truncated or corrupt (its header and size disagree)."""
+    """Raise naming the file when a .safetensors file is truncated or corrupt
+    (its header and size disagree).
+    """
     if path.suffix != ".safetensors":
         return
     try:
         with safe_open(str(path), framework="pt"):
             pass
     except SafetensorError as error:
-        raise ValueError(f"{path} is truncated or corrupt ({error}); {RUN_FOLDER_CONTENTS}") from None
+        raise ValueError(
+            f"{path} is truncated or corrupt ({error}); {RUN_FOLDER_CONTENTS}"
+        ) from None
 
 
 def check_run_folder(run_dir: Path) -> None:
     """Raise naming the file when a run folder misses a file `load_run` needs or holds a broken one.
 
-    Why: without it a missing adapter reads "Repo id must be a string" and a truncated one "invalid header
-    length", and only after the base model has loaded; these checks read headers only.
+    Why: without it a missing adapter reads "Repo id must be a string" and a truncated one "invalid
+    header length", and only after the base model has loaded; these checks read headers only.
     Explained in: chapter 06, "Loading the fine-tuned model".
 
     Raises:
@@ -76,7 +82,9 @@ def check_run_folder(run_dir: Path) -> None:
     _read_json_file(_find_first(run_dir, ("processor_config.json", "preprocessor_config.json")))
     if (run_dir / "adapter_config.json").exists():
         _read_json_file(run_dir / "adapter_config.json")
-        _check_weights_file(_find_first(run_dir, ("adapter_model.safetensors", "adapter_model.bin")))
+        _check_weights_file(
+            _find_first(run_dir, ("adapter_model.safetensors", "adapter_model.bin"))
+        )
     elif (run_dir / "config.json").exists():
         _read_json_file(run_dir / "config.json")
         if (run_dir / "model.safetensors.index.json").exists():
@@ -87,13 +95,21 @@ def check_run_folder(run_dir: Path) -> None:
         else:
             _check_weights_file(_find_first(run_dir, ("model.safetensors", "pytorch_model.bin")))
     else:
-        raise FileNotFoundError(f"{run_dir} holds neither adapter_config.json nor config.json: no model was "
-                                f"saved there; {RUN_FOLDER_CONTENTS}")
+        raise FileNotFoundError(
+            f"{run_dir} holds neither adapter_config.json nor config.json: no model was "
+            f"saved there; {RUN_FOLDER_CONTENTS}"
+        )
 
 
-# What the Trainer writes into checkpoint-N, in order; trainer_state.json comes last, so a checkpoint killed
-# during its save lacks it (or holds half of it). A checkpoint whose rotation was killed lacks earlier files.
-CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+# What the Trainer writes into checkpoint-N, in order; trainer_state.json comes
+# last, so a checkpoint killed during its save lacks it (or holds half of it). A
+# checkpoint whose rotation was killed lacks earlier files.
+CHECKPOINT_FILES = (
+    "adapter_model.safetensors",
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,9 @@ class IncompleteCheckpoint:
 
 
 def find_checkpoint_problem(checkpoint_dir: Path) -> str | None:
-    """Return why a checkpoint folder cannot be resumed from, or None when every file it needs is whole."""
+    """Return why a checkpoint folder cannot be resumed from, or None when every
+    file it needs is whole.
+    """
     for name in CHECKPOINT_FILES:
         if not (checkpoint_dir / name).is_file():
             return f"no {name}"
@@ -124,18 +142,27 @@ def _step_of(checkpoint_dir: Path) -> int:
 
 
 def find_resumable_checkpoint(output_dir: Path | str) -> tuple[Path, list[IncompleteCheckpoint]]:
-    """Return the newest complete checkpoint in a run folder, and the newer incomplete ones it skipped.
+    """Return the newest complete checkpoint in a run folder, and the newer
+    incomplete ones it skipped.
 
     Why: a process killed while saving leaves the newest checkpoint half written; the Trainer's own
     search picks it anyway and stops. Resuming from the one before loses only `save_steps` steps.
     Explained in: chapter 05, "Resuming".
 
     Raises:
-        FileNotFoundError: the folder holds no complete checkpoint (the message names each one and why).
+        FileNotFoundError: the folder holds no complete checkpoint (the message
+            names each one and why).
     """
     output_dir = Path(output_dir)
-    checkpoints = sorted((path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                          if path.is_dir() and _step_of(path) >= 0), key=_step_of, reverse=True)
+    checkpoints = sorted(
+        (
+            path
+            for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+            if path.is_dir() and _step_of(path) >= 0
+        ),
+        key=_step_of,
+        reverse=True,
+    )
     skipped = []
     for checkpoint_dir in checkpoints:
         problem = find_checkpoint_problem(checkpoint_dir)
@@ -143,5 +170,7 @@ def find_resumable_checkpoint(output_dir: Path | str) -> tuple[Path, list[Incomp
             return checkpoint_dir, skipped
         skipped.append(IncompleteCheckpoint(checkpoint_dir, problem))
     found = "; ".join(f"{item.path.name}: {item.reason}" for item in skipped) or "none at all"
-    raise FileNotFoundError(f"{output_dir} holds no complete checkpoint to resume from ({found}); "
-                            f"train without --resume to start again")
+    raise FileNotFoundError(
+        f"{output_dir} holds no complete checkpoint to resume from ({found}); "
+        f"train without --resume to start again"
+    )

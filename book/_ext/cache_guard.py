@@ -33,7 +33,9 @@ def _clear_stale_cache(app, config) -> None:
     fingerprint = _fingerprint(root)
     app.vlmlib_changed = stamp.exists() and stamp.read_text() != fingerprint
     if app.vlmlib_changed or (cache.exists() and not stamp.exists()):
-        logger.info("vlmlib, the pins or VLM_PROFILE changed: clearing the execution cache %s", cache)
+        logger.info(
+            "vlmlib, the pins or VLM_PROFILE changed: clearing the execution cache %s", cache
+        )
         shutil.rmtree(cache, ignore_errors=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)

@@ -21,5 +21,10 @@ from tests.full_rehearsal.model_repo import (
     build_model_repo,
 )
 
-__all__ = ["HUB_MODEL_FILES", "HUB_PREPROCESSOR_CONFIG", "PHOTO_SIZES_PX", "build_dataset_repo",
-           "build_model_repo"]
+__all__ = [
+    "HUB_MODEL_FILES",
+    "HUB_PREPROCESSOR_CONFIG",
+    "PHOTO_SIZES_PX",
+    "build_dataset_repo",
+    "build_model_repo",
+]

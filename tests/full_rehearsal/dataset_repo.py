@@ -28,8 +28,16 @@ __all__ = ["PHOTO_SIZES_PX", "build_dataset_repo"]
 # (width, height) of each record's photo, per split. The first three are the extremes the issue
 # names (a landscape phone photo, a small upload, a large portrait phone photo); others lie between.
 PHOTO_SIZES_PX: dict[str, list[tuple[int, int]]] = {
-    "train": [(2592, 1944), (306, 408), (3120, 4208), (1200, 1600), (1944, 2592), (800, 600),
-              (2448, 3264), (640, 480)],
+    "train": [
+        (2592, 1944),
+        (306, 408),
+        (3120, 4208),
+        (1200, 1600),
+        (1944, 2592),
+        (800, 600),
+        (2448, 3264),
+        (640, 480),
+    ],
     "val": [(2592, 1944), (306, 408), (3120, 4208), (1536, 2048)],
 }
 NUM_TRAIN_SHARDS = 2  # the Hub shards large splits; two shards make load_split read a list of files
@@ -42,8 +50,12 @@ def _as_hub_photo(record: dict, size_px: tuple[int, int]) -> dict:
     photo = record["image"].convert("RGB").resize(size_px, Image.Resampling.BILINEAR)
     photo.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     width_px, height_px = size_px
-    return {**record, "image": {"bytes": buffer.getvalue(), "path": None},
-            "width": width_px, "height": height_px}
+    return {
+        **record,
+        "image": {"bytes": buffer.getvalue(), "path": None},
+        "width": width_px,
+        "height": height_px,
+    }
 
 
 def build_dataset_repo(folder: Path, seed: int = 0) -> Path:
@@ -57,12 +69,17 @@ def build_dataset_repo(folder: Path, seed: int = 0) -> Path:
     """
     folder = Path(folder)
     (folder / "data").mkdir(parents=True)
-    drawn = generate_synthetic_dataset(num_train=len(PHOTO_SIZES_PX["train"]),
-                                       num_val=len(PHOTO_SIZES_PX["val"]), seed=seed,
-                                       min_side_px=160, max_side_px=320)
+    drawn = generate_synthetic_dataset(
+        num_train=len(PHOTO_SIZES_PX["train"]),
+        num_val=len(PHOTO_SIZES_PX["val"]),
+        seed=seed,
+        min_side_px=160,
+        max_side_px=320,
+    )
     for split, sizes_px in PHOTO_SIZES_PX.items():
-        records = [_as_hub_photo(record, size_px)
-                   for record, size_px in zip(drawn[split], sizes_px)]
+        records = [
+            _as_hub_photo(record, size_px) for record, size_px in zip(drawn[split], sizes_px)
+        ]
         columns = {name: [record[name] for record in records] for name in hub_features()}
         dataset = datasets.Dataset.from_dict(columns, features=hub_features())
         num_shards = NUM_TRAIN_SHARDS if split == "train" else 1

@@ -47,23 +47,40 @@ __all__ = [
 
 # The files of huggingface.co/Qwen/Qwen2-VL-2B-Instruct (less README.md, LICENSE, .gitattributes).
 HUB_MODEL_FILES: tuple[str, ...] = (
-    "chat_template.json", "config.json", "generation_config.json", "merges.txt",
-    "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+    "chat_template.json",
+    "config.json",
+    "generation_config.json",
+    "merges.txt",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
     "model.safetensors.index.json",
-    "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
 )
 # The Hub repo's preprocessor_config.json, exactly: transformers 4's keys, the model's pixel range.
 HUB_PREPROCESSOR_CONFIG: dict = {
-    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-    "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
     "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor",
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2VLProcessor",
 }
 # The Hub repo's generation_config.json: sampling on, nearly greedy (top_k 1), a repetition penalty.
 HUB_GENERATION_CONFIG: dict = {
-    "bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+    "bos_token_id": 151643,
+    "pad_token_id": 151643,
+    "do_sample": True,
     "eos_token_id": [151645, 151643],
-    "repetition_penalty": 1.05, "temperature": 0.1, "top_k": 1, "top_p": 0.001,
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_k": 1,
+    "top_p": 0.001,
     "transformers_version": "4.45.0.dev0",
 }
 # The stand-in's sizes; the Hub's in comments. head_dim is 64 (Hub: 128), so M-RoPE's section (time,
@@ -113,10 +130,16 @@ def _build_hub_config() -> dict:
         "use_cache": True,
         "use_sliding_window": False,
         "vision_config": {
-            "depth": sizes["vision_depth"], "embed_dim": sizes["vision_embed_dim"], "mlp_ratio": 4,
-            "num_heads": sizes["vision_num_heads"], "in_chans": 3,
-            "hidden_size": sizes["hidden_size"], "patch_size": 14, "spatial_merge_size": 2,
-            "spatial_patch_size": 14, "temporal_patch_size": 2,
+            "depth": sizes["vision_depth"],
+            "embed_dim": sizes["vision_embed_dim"],
+            "mlp_ratio": 4,
+            "num_heads": sizes["vision_num_heads"],
+            "in_chans": 3,
+            "hidden_size": sizes["hidden_size"],
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "spatial_patch_size": 14,
+            "temporal_patch_size": 2,
         },
         "rope_scaling": {"type": "mrope", "mrope_section": list(sizes["mrope_section"])},
         "vocab_size": TINY_VOCAB_SIZE,
@@ -145,16 +168,20 @@ def _to_hub_name(name: str) -> str:
 def _save_hub_shards(model: Qwen2VLForConditionalGeneration, folder: Path) -> None:
     """Write the weights as the Hub does: two shards, an index, transformers-4 names, no lm_head."""
     tensors = {
-        _to_hub_name(name): tensor.contiguous() for name, tensor in model.state_dict().items()
+        _to_hub_name(name): tensor.contiguous()
+        for name, tensor in model.state_dict().items()
         if name != "lm_head.weight"  # tie_word_embeddings: the Hub checkpoint stores it once
     }
     names = list(tensors)
-    halves = (names[: len(names) // 2], names[len(names) // 2:])
+    halves = (names[: len(names) // 2], names[len(names) // 2 :])
     weight_map = {}
     for index, shard_names in enumerate(halves, start=1):
         shard = f"model-{index:05d}-of-00002.safetensors"
-        save_file({name: tensors[name] for name in shard_names}, str(folder / shard),
-                  metadata={"format": "pt"})
+        save_file(
+            {name: tensors[name] for name in shard_names},
+            str(folder / shard),
+            metadata={"format": "pt"},
+        )
         weight_map.update({name: shard for name in shard_names})
     total_size = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
@@ -174,8 +201,14 @@ def _write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     special = sorted(QWEN2_VL_SPECIAL_TOKEN_IDS.items(), key=lambda item: item[1])
     added_tokens_decoder = {
-        str(token_id): {"content": token, "lstrip": False, "normalized": False, "rstrip": False,
-                        "single_word": False, "special": True}
+        str(token_id): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         for token, token_id in special
     }
     tokenizer_config = {
@@ -195,7 +228,8 @@ def _write_tokenizer_files(folder: Path) -> None:
         "unk_token": None,
     }
     (folder / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+        json.dumps(tokenizer_config, indent=2, ensure_ascii=False)
+    )
 
 
 def build_model_repo(folder: Path) -> Path:
@@ -219,6 +253,7 @@ def build_model_repo(folder: Path) -> Path:
     (folder / "preprocessor_config.json").write_text(json.dumps(HUB_PREPROCESSOR_CONFIG, indent=2))
     written = sorted(path.name for path in folder.iterdir())
     if written != sorted(HUB_MODEL_FILES):
-        raise RuntimeError(f"the stand-in repo holds {written}, not the Hub repo's files "
-                           f"{sorted(HUB_MODEL_FILES)}")
+        raise RuntimeError(
+            f"the stand-in repo holds {written}, not the Hub repo's files {sorted(HUB_MODEL_FILES)}"
+        )
     return folder

@@ -5,7 +5,7 @@ Usage: python tests/scripts/train_then_interrupt.py MODE STEP -- <vlmlib train a
 MODE:
     none                 train to the end
     sigkill-after-save   SIGKILL right after checkpoint-STEP is complete
-    sigkill-during-save  SIGKILL while checkpoint-STEP is half written (weights saved, optimizer not)
+    sigkill-during-save  SIGKILL while checkpoint-STEP is half written (weights, no optimizer)
     sigint-after-save    SIGINT (Ctrl-C) right after checkpoint-STEP is complete
 The signals are real: the process is killed by the kernel, or interrupted by Python's own handler.
 """
