@@ -29,6 +29,23 @@
 # prints how many cases passed; if one fails, it shows the input, the expected and the actual
 # result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 #
@@ -57,16 +74,19 @@ print(f"profile {config.profile}: pixel budget {min_pixels:,} to {max_pixels:,} 
 
 # %%
 image = Image.new("RGB", (300, 200), "white")
-grid_thw = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+grid_thw = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][
+    0
+].tolist()
 grid_thw
 
 # %% [markdown]
 # Write `count_image_tokens_from_grid(grid_thw)`, returning the number of `<|image_pad|>` tokens as an int.
 
+
 # %% tags=["exercise"]
 def count_image_tokens_from_grid(grid_thw: list[int]) -> int:
-    """Return the number of <|image_pad|> tokens of one image from its (time, height, width) patch grid."""
-    # TODO (exercise 2.1): multiply the three numbers, then divide by the 2x2 patches that merge into one token (use //)
+    """Return how many <|image_pad|> tokens an image gets from its (time, height, width) grid."""
+    # TODO (exercise 2.1): how many patches are in the grid, and how many patches make one token?
     raise NotImplementedError("Exercise 2.1: write count_image_tokens_from_grid")
 
 
@@ -89,11 +109,12 @@ checks.check_count_image_tokens_from_grid(count_image_tokens_from_grid)
 # `count_image_tokens(width_px, height_px, min_pixels, max_pixels)`. Chapter 2, "From pixels to image
 # tokens", walks through examples; `vlmlib.dataset_stats.compute_image_token_budget` is the answer.
 
+
 # %% tags=["exercise"]
 def count_image_tokens(width_px: int, height_px: int, min_pixels: int, max_pixels: int) -> int:
-    """Return the number of <|image_pad|> tokens Qwen2-VL's processor makes of an image of this size."""
+    """Return how many <|image_pad|> tokens Qwen2-VL's processor makes of an image this size."""
     factor = 28  # 2x2 patches of 14 px
-    # TODO (exercise 2.2): resize as in the three steps above (math.floor, math.ceil), then count 28x28 blocks
+    # TODO (exercise 2.2): follow the three steps above; which way does each step round?
     raise NotImplementedError("Exercise 2.2: write count_image_tokens")
 
 
@@ -116,10 +137,11 @@ checks.check_count_image_tokens(count_image_tokens)
 # in the order they appear: every coordinate from 0 to 1000, `x2 > x1` and `y2 > y1`. A regular
 # expression with `re.finditer` is the tool; `vlmlib.parsing.parse_box_answer` is the full version.
 
+
 # %% tags=["exercise"]
 def parse_boxes(text: str) -> list[tuple[int, int, int, int]]:
-    """Return every valid (x1, y1, x2, y2) box on the 0-1000 grid written in the answer, in order."""
-    # TODO (exercise 2.3): find every "(x1,y1),(x2,y2)" with re.finditer, convert to ints, keep only the valid boxes
+    """Return every valid (x1, y1, x2, y2) box on the 0-1000 grid in the answer, in order."""
+    # TODO (exercise 2.3): what does one box look like in the text, and which boxes are invalid?
     raise NotImplementedError("Exercise 2.3: write parse_boxes")
 
 
@@ -135,15 +157,17 @@ checks.check_parse_boxes(parse_boxes)
 #
 # - `"empty answer"`: nothing but whitespace;
 # - `"all boxes rejected"`: whole boxes were found, but none is valid;
-# - `"truncated box"`: the text ends inside a box, an opening `(` followed by a digit with no full box after it;
+# - `"truncated box"`: the text ends inside a box, as when generation hits its token limit: an opening
+#   `(` followed by a digit that is never closed, or a closed corner `(x,y)` followed by a comma;
 # - `"no box found"`: anything else.
 #
 # Reuse your `parse_boxes`.
 
+
 # %% tags=["exercise"]
 def describe_parse_failure(text: str) -> str | None:
     """Return None if the answer holds a valid box, else why not (one of four short reasons)."""
-    # TODO (exercise 2.4): test the four cases in order: whitespace only, valid boxes, whole but invalid boxes, an unfinished box
+    # TODO (exercise 2.4): which reason can be decided first? What does parse_boxes tell you?
     raise NotImplementedError("Exercise 2.4: write describe_parse_failure")
 
 
@@ -166,8 +190,15 @@ from vlmlib import data, inference, parsing
 
 model = models.load_model(config)
 records = [data.load_configured_splits(config)["eval"][index] for index in range(2)]
-answers = inference.generate_answers(model, processor, records, max_new_tokens=config.callbacks.max_new_tokens)
-pd.DataFrame({"answer": answers, "failure": [parsing.parse_box_answer(answer).failure_reason for answer in answers]})
+answers = inference.generate_answers(
+    model, processor, records, max_new_tokens=config.callbacks.max_new_tokens
+)
+pd.DataFrame(
+    {
+        "answer": answers,
+        "failure": [parsing.parse_box_answer(answer).failure_reason for answer in answers],
+    }
+)
 
 # %% [markdown]
 # ## What you built

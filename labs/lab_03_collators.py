@@ -27,6 +27,23 @@
 # prints how many cases passed; if one fails, it shows the input, the expected and the actual
 # result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 #
@@ -42,7 +59,10 @@ config = load_config()
 processor = models.load_processor(config)
 records = [data.load_configured_splits(config)["train"][index] for index in range(3)]
 batch = collators.CollatorV1(processor)(records)
-print(f"profile {config.profile}: {len(records)} records, input_ids of shape {tuple(batch['input_ids'].shape)}")
+print(
+    f"profile {config.profile}: {len(records)} records, "
+    f"input_ids of shape {tuple(batch['input_ids'].shape)}"
+)
 
 # %% [markdown]
 # The checks try your function on short, made-up sequences first, so that a failing case is easy to
@@ -65,10 +85,13 @@ checks.TOY_TOKEN_IDS
 # of shape (batch, seq_len) and leaving `input_ids` unchanged. `torch.isin` tests membership in a list
 # of ids. Chapter 3, "V2: mask padding and the image", shows the library's version.
 
+
 # %% tags=["exercise"]
-def build_v2_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, vision_token_ids: list[int]) -> torch.Tensor:
-    """Return a copy of input_ids (batch, seq_len) with -100 at padding and vision-token positions."""
-    # TODO (exercise 3.1): copy input_ids, then set -100 where attention_mask is 0 and where the id is a vision token (torch.isin)
+def build_v2_labels(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, vision_token_ids: list[int]
+) -> torch.Tensor:
+    """Return a copy of input_ids (batch, seq_len), -100 at padding and vision-token positions."""
+    # TODO (exercise 3.1): which two kinds of position get -100? Leave input_ids itself unchanged
     raise NotImplementedError("Exercise 3.1: write build_v2_labels")
 
 
@@ -85,12 +108,20 @@ checks.check_build_v2_labels(build_v2_labels, processor, records)
 
 # %%
 tokenizer = processor.tokenizer
-im_start_id, im_end_id = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+im_start_id, im_end_id = (
+    tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    tokenizer.convert_tokens_to_ids("<|im_end|>"),
+)
 assistant_header_ids = tokenizer.encode("assistant\n", add_special_tokens=False)
 one_example = collators.CollatorV3(processor)(records[:1])["input_ids"][0].tolist()
 last_turn_start = len(one_example) - 1 - one_example[::-1].index(im_start_id)
-print(f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, header after <|im_start|> = {assistant_header_ids}")
-[(token_id, tokenizer.decode([token_id])) for token_id in one_example[last_turn_start - 2:]]  # from the user turn's end
+print(
+    f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, "
+    f"header after <|im_start|> = {assistant_header_ids}"
+)
+[
+    (token_id, tokenizer.decode([token_id])) for token_id in one_example[last_turn_start - 2 :]
+]  # from the user turn's end
 
 # %% [markdown]
 # Write `find_answer_positions(input_ids, im_start_id, im_end_id, assistant_header_ids)` for **one**
@@ -103,10 +134,13 @@ print(f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, header after <|i
 # - an answer whose `<|im_end|>` is missing was cut off (by truncation): raise `ValueError`, because
 #   training on half an answer teaches the model to stop early.
 
+
 # %% tags=["exercise"]
-def find_answer_positions(input_ids: list[int], im_start_id: int, im_end_id: int, assistant_header_ids: list[int]) -> list[bool]:
-    """Return one bool per position: True on assistant answer tokens and their closing <|im_end|>."""
-    # TODO (exercise 3.2): find each <|im_start|> followed by the header; mark what follows up to and including <|im_end|>; raise ValueError if none
+def find_answer_positions(
+    input_ids: list[int], im_start_id: int, im_end_id: int, assistant_header_ids: list[int]
+) -> list[bool]:
+    """Return one bool per position: True on the answer's tokens and its closing <|im_end|>."""
+    # TODO (exercise 3.2): where does each answer start and end in the ids? When is it cut off?
     raise NotImplementedError("Exercise 3.2: write find_answer_positions")
 
 
@@ -131,11 +165,17 @@ checks.check_find_answer_positions(find_answer_positions, processor, records)
 #
 # `collators.find_answer_mask` is the library's version; try on your own before you read it.
 
+
 # %% tags=["exercise"]
-def build_answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_start_id: int, im_end_id: int,
-                      assistant_header_ids: list[int]) -> torch.Tensor:
-    """Return a (batch, seq_len) bool mask, True on assistant answer tokens and their closing <|im_end|>."""
-    # TODO (exercise 3.3): follow the four steps above with cumsum and cummax; raise ValueError for an answer with no <|im_end|>
+def build_answer_mask(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    im_start_id: int,
+    im_end_id: int,
+    assistant_header_ids: list[int],
+) -> torch.Tensor:
+    """Return a (batch, seq_len) bool mask: True on answer tokens and their closing <|im_end|>."""
+    # TODO (exercise 3.3): one step above at a time; print each tensor for a two-row batch
     raise NotImplementedError("Exercise 3.3: write build_answer_mask")
 
 
@@ -155,7 +195,10 @@ checks.check_build_answer_mask(build_answer_mask, processor, records)
 
 # %%
 left_padded = collators.CollatorV3(processor, padding_side="left")(records)
-[tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX]) for row_ids, row_labels in zip(left_padded["input_ids"], left_padded["labels"])]
+[
+    tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])
+    for row_ids, row_labels in zip(left_padded["input_ids"], left_padded["labels"])
+]
 
 # %% [markdown]
 # ## What you built

@@ -31,6 +31,23 @@
 # prints how many cases passed; if one fails, it shows the input, the expected and the actual
 # result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 #
@@ -50,9 +67,17 @@ vlmlib.quiet_progress_bars()
 config = load_config()
 processor = models.load_processor(config)
 records = [data.load_configured_splits(config)["train"][index] for index in range(3)]
-batches = {strategy: collators.CollatorV3(processor, mask_strategy=strategy)(records) for strategy in ("all_tokens", "assistant_only")}
-roles = collators.find_token_roles(batches["all_tokens"]["input_ids"], batches["all_tokens"]["attention_mask"], processor.tokenizer)
-print(f"profile {config.profile}: {len(records)} records, {len(roles[0])} positions per row; roles: {collators.TOKEN_ROLES}")
+batches = {
+    strategy: collators.CollatorV3(processor, mask_strategy=strategy)(records)
+    for strategy in ("all_tokens", "assistant_only")
+}
+roles = collators.find_token_roles(
+    batches["all_tokens"]["input_ids"], batches["all_tokens"]["attention_mask"], processor.tokenizer
+)
+print(
+    f"profile {config.profile}: {len(records)} records, {len(roles[0])} positions per row; "
+    f"roles: {collators.TOKEN_ROLES}"
+)
 
 # %% [markdown]
 # ## Exercise 4.1: the share of the trained tokens in each role
@@ -63,16 +88,16 @@ print(f"profile {config.profile}: {len(records)} records, {len(roles[0])} positi
 # what `find_token_roles` returns (one list of strings per row); `labels` is (batch, seq_len).
 # Chapter 3, "What each version trains on", counts the same thing.
 
+
 # %% tags=["exercise"]
 def trained_fraction_by_role(roles: list[list[str]], labels: torch.Tensor) -> dict[str, float]:
-    """Return, for each role in TOKEN_ROLES, its share of the batch's trained positions (label != -100)."""
+    """Return each role's share of the batch's trained positions (label != -100), by TOKEN_ROLES."""
     # TODO (exercise 4.1): count trained positions per role over the whole batch, then divide each count by the total
     raise NotImplementedError("Exercise 4.1: write trained_fraction_by_role")
 
 
 # %%
 checks.check_trained_fraction_by_role(trained_fraction_by_role, processor, records)
-
 
 # %% [markdown]
 # Once your check passes, add a cell and compare the two strategies on the setup's batches:
@@ -92,9 +117,12 @@ checks.check_trained_fraction_by_role(trained_fraction_by_role, processor, recor
 # returning `w` for a batch as a float. A token is in the loss when its label is not -100, and it is
 # not the first position of its row: position 0 has nothing before it, so it is never predicted.
 
+
 # %% tags=["exercise"]
-def answer_loss_weight(labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor) -> float:
-    """Return the weight of one answer token in the all_tokens loss relative to assistant_only, for a batch."""
+def answer_loss_weight(
+    labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor
+) -> float:
+    """Return one answer token's weight in the all_tokens loss relative to assistant_only."""
     # TODO (exercise 4.2): count labels != -100 from position 1 on (labels[:, 1:]) under each strategy, then divide
     raise NotImplementedError("Exercise 4.2: write answer_loss_weight")
 
@@ -112,9 +140,13 @@ checks.check_answer_loss_weight(answer_loss_weight, processor, records)
 
 # %%
 model = models.load_model(config).eval()
-inputs = {key: value.to(model.device) for key, value in batches["all_tokens"].items() if key != "labels"}
+inputs = {
+    key: value.to(model.device) for key, value in batches["all_tokens"].items() if key != "labels"
+}
 with torch.no_grad():
-    logits = model(**inputs).logits.float().cpu()  # (batch, seq_len, vocab): the scores for the NEXT token
+    logits = (
+        model(**inputs).logits.float().cpu()
+    )  # (batch, seq_len, vocab): the scores for the NEXT token
 tuple(logits.shape)
 
 # %% [markdown]
@@ -125,9 +157,12 @@ tuple(logits.shape)
 # `F.cross_entropy(..., reduction="none", ignore_index=-100)` gives one loss per token; it wants the
 # vocabulary as the second dimension (`logits.transpose(1, 2)`).
 
+
 # %% tags=["exercise"]
-def loss_share_by_role(logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]) -> dict[str, float]:
-    """Return, for each role in TOKEN_ROLES, its share of the summed next-token loss over the trained positions."""
+def loss_share_by_role(
+    logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]
+) -> dict[str, float]:
+    """Return each role's share of the summed next-token loss over the trained positions."""
     # TODO (exercise 4.3): score logits[:, :-1] against labels[:, 1:] per token, add each loss to the role at t + 1, divide by the total
     raise NotImplementedError("Exercise 4.3: write loss_share_by_role")
 
@@ -148,8 +183,9 @@ checks.check_loss_share_by_role(loss_share_by_role)
 #
 # 1. Which run will end with the lower *training* loss? Does that mean it has learned the task better?
 # 2. Which run will predict the answers of held-out images better (lower loss on the answer tokens)? Why?
-# 3. What would you change in the `all_tokens` run to give the answer tokens the same step size as
-#    under `assistant_only`, and what would that not fix?
+# 3. Someone proposes to divide the `all_tokens` learning rate by `w`, "to give the answer tokens
+#    back their step size". Would that work with SGD? With AdamW, the optimizer chapter 4 trains
+#    with? What does change how much the answer counts in each step?
 #
 # *Write your answers in this cell.*
 

@@ -30,6 +30,23 @@
 # No model runs in this lab: the predictions are made up from the ground truth, so you know what
 # went wrong in each image.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown]
 # ## Setup
 
@@ -44,9 +61,15 @@ from vlmlib import boxes, checks, data, evaluation
 from vlmlib.config import load_config
 
 config = load_config()
-records = list(data.load_configured_splits(config)["eval"].select_columns(["image_id", "width", "height", "objects"])
-               .select(range(12)))
-print(f"profile {config.profile}: {len(records)} held-out images, {sum(len(r['objects']['bbox']) for r in records)} tables")
+records = list(
+    data.load_configured_splits(config)["eval"]
+    .select_columns(["image_id", "width", "height", "objects"])
+    .select(range(12))
+)
+print(
+    f"profile {config.profile}: {len(records)} held-out images, "
+    f"{sum(len(record['objects']['bbox']) for record in records)} tables"
+)
 
 # %% [markdown]
 # ## The predictions to score
@@ -57,30 +80,51 @@ print(f"profile {config.profile}: {len(records)} held-out images, {sum(len(r['ob
 # gets an invented box in its top-left corner. Each box has a confidence between 0.3 and 1, as
 # `vlmlib.inference` gives one per answer.
 
+
 # %%
 def simulate_predictions(records: list[dict], seed: int = 0) -> list[evaluation.ImagePrediction]:
-    """Return one made-up ImagePrediction per record (box_xyxy in pixels), with the mistakes described above."""
+    """Return a made-up ImagePrediction per record (box_xyxy in pixels) with the mistakes above."""
     generator = np.random.default_rng(seed)
     predictions = []
     for index, record in enumerate(records):
         width_px, height_px = record["width"], record["height"]
-        truth = [boxes.convert_hub_box_to_xyxy(box_hub, width_px, height_px) for box_hub in record["objects"]["bbox"]]
-        found = [] if index == 1 else truth[:1]  # image 1 is a parse failure; the others find their first table
+        truth = [
+            boxes.convert_hub_box_to_xyxy(box_hub, width_px, height_px)
+            for box_hub in record["objects"]["bbox"]
+        ]
+        found = (
+            [] if index == 1 else truth[:1]
+        )  # image 1 is a parse failure; the others find their first table
         predicted = []
         for x1, y1, x2, y2 in found:
-            noisy = np.add((x1, y1, x2, y2), generator.normal(0, 0.08, 4) * ([x2 - x1, y2 - y1] * 2))
+            noisy = np.add(
+                (x1, y1, x2, y2), generator.normal(0, 0.08, 4) * ([x2 - x1, y2 - y1] * 2)
+            )
             predicted.append(tuple(np.clip(noisy, 0, [width_px, height_px] * 2).round(1).tolist()))
         if index == 3:  # an invented box
             predicted.append((0.0, 0.0, round(0.2 * width_px, 1), round(0.2 * height_px, 1)))
-        predictions.append(evaluation.ImagePrediction(
-            image_id=str(record["image_id"]), width_px=width_px, height_px=height_px, ground_truth_xyxy=truth,
-            predicted_xyxy=predicted, predicted_scores=generator.uniform(0.3, 1.0, len(predicted)).round(2).tolist()))
+        predictions.append(
+            evaluation.ImagePrediction(
+                image_id=str(record["image_id"]),
+                width_px=width_px,
+                height_px=height_px,
+                ground_truth_xyxy=truth,
+                predicted_xyxy=predicted,
+                predicted_scores=generator.uniform(0.3, 1.0, len(predicted)).round(2).tolist(),
+            )
+        )
     return predictions
 
 
 predictions = simulate_predictions(records)
-pd.DataFrame({"image_id": [p.image_id for p in predictions], "tables": [len(p.ground_truth_xyxy) for p in predictions],
-              "predicted boxes": [len(p.predicted_xyxy) for p in predictions], "scores": [p.predicted_scores for p in predictions]})
+pd.DataFrame(
+    {
+        "image_id": [p.image_id for p in predictions],
+        "tables": [len(p.ground_truth_xyxy) for p in predictions],
+        "predicted boxes": [len(p.predicted_xyxy) for p in predictions],
+        "scores": [p.predicted_scores for p in predictions],
+    }
+)
 
 # %% [markdown]
 # ## Exercise 6.1: IoU
@@ -91,10 +135,11 @@ pd.DataFrame({"image_id": [p.image_id for p in predictions], "tables": [len(p.gr
 # and bottom); when those cross, the boxes do not overlap. A box with no area has IoU 0 with anything.
 # `vlmlib.metrics.compute_iou` is the answer.
 
+
 # %% tags=["exercise"]
 def compute_iou(box_a_xyxy: tuple[float, ...], box_b_xyxy: tuple[float, ...]) -> float:
     """Return the IoU of two (x1, y1, x2, y2) pixel boxes, from 0 to 1."""
-    # TODO (exercise 6.1): areas first (0 for a degenerate box), then the intersection with max(0, ...), then intersection / union
+    # TODO (exercise 6.1): where does the shared rectangle start and end? When is it empty?
     raise NotImplementedError("Exercise 6.1: write compute_iou")
 
 
@@ -117,10 +162,13 @@ checks.check_compute_iou(compute_iou)
 # prediction is a `vlmlib.evaluation.ImagePrediction` with `.predicted_xyxy` and `.ground_truth_xyxy`.
 # `vlmlib.metrics.match_boxes` and `vlmlib.evaluation.evaluate_predictions` are the library's versions.
 
+
 # %% tags=["exercise"]
-def compute_precision_recall(predictions: list[evaluation.ImagePrediction], iou_threshold: float) -> tuple[float, float]:
+def compute_precision_recall(
+    predictions: list[evaluation.ImagePrediction], iou_threshold: float
+) -> tuple[float, float]:
     """Return (precision, recall) over all images, from one-to-one matches of largest total IoU."""
-    # TODO (exercise 6.2): per image, try every pairing of the smaller side with the larger one and keep the best; count IoU >= threshold
+    # TODO (exercise 6.2): each image's best one-to-one pairing first; what do you add up then?
     raise NotImplementedError("Exercise 6.2: write compute_precision_recall")
 
 
@@ -147,10 +195,13 @@ checks.check_precision_recall(compute_precision_recall)
 # Write `compute_average_precision(predictions, iou_threshold)`; each box's score is in
 # `.predicted_scores`. mAP@0.5 is this at 0.5; mAP@[.5:.95] averages it over ten thresholds.
 
+
 # %% tags=["exercise"]
-def compute_average_precision(predictions: list[evaluation.ImagePrediction], iou_threshold: float) -> float:
+def compute_average_precision(
+    predictions: list[evaluation.ImagePrediction], iou_threshold: float
+) -> float:
     """Return COCO's 101-point interpolated average precision at one IoU threshold, one class."""
-    # TODO (exercise 6.3): follow the five steps above; numpy's cumsum and maximum.accumulate help with steps 3 and 4
+    # TODO (exercise 6.3): the five steps above, in order; which numpy calls give running maxima?
     raise NotImplementedError("Exercise 6.3: write compute_average_precision")
 
 
@@ -165,9 +216,17 @@ checks.check_average_precision(compute_average_precision)
 # what a model that gives no confidence looks like.
 
 # %%
-tied = [dataclasses.replace(prediction, predicted_scores=[1.0] * len(prediction.predicted_xyxy)) for prediction in predictions]
-reports = {"with scores": evaluation.evaluate_predictions(predictions), "every score 1.0": evaluation.evaluate_predictions(tied)}
-evaluation.compare_reports(reports)[["mean IoU", "precision@0.5", "recall@0.5", "mAP@0.5", "mAP@[.5:.95]"]].round(3)
+tied = [
+    dataclasses.replace(prediction, predicted_scores=[1.0] * len(prediction.predicted_xyxy))
+    for prediction in predictions
+]
+reports = {
+    "with scores": evaluation.evaluate_predictions(predictions),
+    "every score 1.0": evaluation.evaluate_predictions(tied),
+}
+evaluation.compare_reports(reports)[
+    ["mean IoU", "precision@0.5", "recall@0.5", "mAP@0.5", "mAP@[.5:.95]"]
+].round(3)
 
 # %% [markdown]
 # **Question.** Precision and recall at 0.5 are the same in both rows; mAP@0.5 is not, and it is below

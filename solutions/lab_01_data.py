@@ -30,6 +30,23 @@
 # input, the expected and the actual result, and a hint. "not attempted yet" means the
 # `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown] tags=["solution"]
 # > **This is the solved lab**, the single source of `labs/lab_01_data.ipynb`: `vlmlib make-labs`
 # > replaces each `BEGIN SOLUTION` ... `END SOLUTION` region with a TODO and drops the cells tagged
@@ -44,13 +61,21 @@
 # %%
 from vlmlib import checks, data
 from vlmlib.config import load_config
-from vlmlib.tokens import BOX_END_TOKEN, BOX_START_TOKEN, OBJECT_REF_END_TOKEN, OBJECT_REF_START_TOKEN
+from vlmlib.tokens import (
+    BOX_END_TOKEN,
+    BOX_START_TOKEN,
+    OBJECT_REF_END_TOKEN,
+    OBJECT_REF_START_TOKEN,
+)
 
 config = load_config()
 splits = data.load_configured_splits(config)
 record = splits["train"][0]
-print(f"profile {config.profile}: {len(splits['train'])} training records; record {record['image_id']} "
-      f"is {record['width']}x{record['height']} px")
+print(
+    f"profile {config.profile}: {len(splits['train'])} training records; "
+    f"record {record['image_id']} "
+    f"is {record['width']}x{record['height']} px"
+)
 record["objects"]
 
 # %% [markdown]
@@ -64,10 +89,11 @@ record["objects"]
 # do not call `vlmlib.boxes.convert_hub_box_to_qwen` (that is the answer), but compare with it once
 # your check passes.
 
+
 # %% tags=["exercise"]
 def convert_hub_box_to_qwen(box_hub: list[float]) -> tuple[int, int, int, int]:
     """Convert [y_min, x_min, y_max, x_max] in 0-1 to Qwen's (x1, y1, x2, y2) in [0, 1000)."""
-    # BEGIN SOLUTION: unpack; return x first, each int(value * 1000) (truncated), capped at 999
+    # BEGIN SOLUTION: which order does Qwen want, and what does truncating do to the edge 1.0?
     y_min, x_min, y_max, x_max = box_hub
     return tuple(min(int(value * 1000), 999) for value in (x_min, y_min, x_max, y_max))
     # END SOLUTION
@@ -82,10 +108,11 @@ checks.check_convert_hub_box_to_qwen(convert_hub_box_to_qwen)
 # Parsing the model's answer needs the opposite direction. Write `convert_qwen_box_to_hub`, which
 # returns `[y_min, x_min, y_max, x_max]` as floats between 0 and 1.
 
+
 # %% tags=["exercise"]
 def convert_qwen_box_to_hub(box_qwen: tuple[int, int, int, int]) -> list[float]:
     """Convert Qwen's (x1, y1, x2, y2) in [0, 1000) to [y_min, x_min, y_max, x_max] in 0-1."""
-    # BEGIN SOLUTION: unpack x1, y1, x2, y2; return y first, each divided by 1000
+    # BEGIN SOLUTION: undo exercise 1.1 one step at a time: which order, which scale?
     x1, y1, x2, y2 = box_qwen
     return [y1 / 1000, x1 / 1000, y2 / 1000, x2 / 1000]
     # END SOLUTION
@@ -116,17 +143,22 @@ checks.check_convert_qwen_box_to_hub(convert_qwen_box_to_hub)
 #
 # `vlmlib.dataset_stats.compute_image_stats` applies the library's version to every record.
 
+
 # %% tags=["exercise"]
 def describe_record_boxes(record: dict) -> dict:
     """Return num_boxes, area_fraction and largest_box_aspect_ratio of one Hub-schema record."""
-    # BEGIN SOLUTION: loop over record["objects"]["bbox"]; measure each box's area; keep the largest box's pixel aspect ratio
+    # BEGIN SOLUTION: which numbers are fractions, and which need pixels (the record has both)?
     boxes_hub = record["objects"]["bbox"]
     if not boxes_hub:
         return {"num_boxes": 0, "area_fraction": 0.0, "largest_box_aspect_ratio": 0.0}
     areas = [(x_max - x_min) * (y_max - y_min) for y_min, x_min, y_max, x_max in boxes_hub]
     y_min, x_min, y_max, x_max = boxes_hub[areas.index(max(areas))]
     aspect_ratio = ((x_max - x_min) * record["width"]) / ((y_max - y_min) * record["height"])
-    return {"num_boxes": len(boxes_hub), "area_fraction": sum(areas), "largest_box_aspect_ratio": aspect_ratio}
+    return {
+        "num_boxes": len(boxes_hub),
+        "area_fraction": sum(areas),
+        "largest_box_aspect_ratio": aspect_ratio,
+    }
     # END SOLUTION
 
 
@@ -147,15 +179,18 @@ checks.check_describe_record_boxes(describe_record_boxes)
 # and friends), never the token strings typed by hand. Keep the boxes in the record's order, and put
 # no spaces anywhere.
 
+
 # %% tags=["exercise"]
 def format_answer(objects: dict) -> str:
     """Return the target answer: one grounding group per box, in the record's order."""
-    # BEGIN SOLUTION: for each (box, category name) pair, build one group with the four token constants, then join them
+    # BEGIN SOLUTION: what is one box's group made of (the example above)? Reuse exercise 1.1
     groups = []
     for box_hub, category_name in zip(objects["bbox"], objects["category_name"]):
         x1, y1, x2, y2 = convert_hub_box_to_qwen(box_hub)
-        groups.append(f"{OBJECT_REF_START_TOKEN}{category_name}{OBJECT_REF_END_TOKEN}"
-                      f"{BOX_START_TOKEN}({x1},{y1}),({x2},{y2}){BOX_END_TOKEN}")
+        groups.append(
+            f"{OBJECT_REF_START_TOKEN}{category_name}{OBJECT_REF_END_TOKEN}"
+            f"{BOX_START_TOKEN}({x1},{y1}),({x2},{y2}){BOX_END_TOKEN}"
+        )
     return "".join(groups)
     # END SOLUTION
 

@@ -27,6 +27,23 @@
 # prints how many cases passed; if one fails, it shows the input, the expected and the actual
 # result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown] tags=["solution"]
 # > **This is the solved lab**, the single source of `labs/lab_03_collators.ipynb`: `vlmlib make-labs`
 # > replaces each `BEGIN SOLUTION` ... `END SOLUTION` region with a TODO and drops the cells tagged
@@ -47,7 +64,10 @@ config = load_config()
 processor = models.load_processor(config)
 records = [data.load_configured_splits(config)["train"][index] for index in range(3)]
 batch = collators.CollatorV1(processor)(records)
-print(f"profile {config.profile}: {len(records)} records, input_ids of shape {tuple(batch['input_ids'].shape)}")
+print(
+    f"profile {config.profile}: {len(records)} records, "
+    f"input_ids of shape {tuple(batch['input_ids'].shape)}"
+)
 
 # %% [markdown]
 # The checks try your function on short, made-up sequences first, so that a failing case is easy to
@@ -70,10 +90,13 @@ checks.TOY_TOKEN_IDS
 # of shape (batch, seq_len) and leaving `input_ids` unchanged. `torch.isin` tests membership in a list
 # of ids. Chapter 3, "V2: mask padding and the image", shows the library's version.
 
+
 # %% tags=["exercise"]
-def build_v2_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, vision_token_ids: list[int]) -> torch.Tensor:
-    """Return a copy of input_ids (batch, seq_len) with -100 at padding and vision-token positions."""
-    # BEGIN SOLUTION: copy input_ids, then set -100 where attention_mask is 0 and where the id is a vision token (torch.isin)
+def build_v2_labels(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, vision_token_ids: list[int]
+) -> torch.Tensor:
+    """Return a copy of input_ids (batch, seq_len), -100 at padding and vision-token positions."""
+    # BEGIN SOLUTION: which two kinds of position get -100? Leave input_ids itself unchanged
     labels = input_ids.clone()
     labels[attention_mask == 0] = collators.IGNORE_INDEX
     labels[torch.isin(input_ids, torch.tensor(vision_token_ids))] = collators.IGNORE_INDEX
@@ -94,12 +117,20 @@ checks.check_build_v2_labels(build_v2_labels, processor, records)
 
 # %%
 tokenizer = processor.tokenizer
-im_start_id, im_end_id = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+im_start_id, im_end_id = (
+    tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    tokenizer.convert_tokens_to_ids("<|im_end|>"),
+)
 assistant_header_ids = tokenizer.encode("assistant\n", add_special_tokens=False)
 one_example = collators.CollatorV3(processor)(records[:1])["input_ids"][0].tolist()
 last_turn_start = len(one_example) - 1 - one_example[::-1].index(im_start_id)
-print(f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, header after <|im_start|> = {assistant_header_ids}")
-[(token_id, tokenizer.decode([token_id])) for token_id in one_example[last_turn_start - 2:]]  # from the user turn's end
+print(
+    f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, "
+    f"header after <|im_start|> = {assistant_header_ids}"
+)
+[
+    (token_id, tokenizer.decode([token_id])) for token_id in one_example[last_turn_start - 2 :]
+]  # from the user turn's end
 
 # %% [markdown]
 # Write `find_answer_positions(input_ids, im_start_id, im_end_id, assistant_header_ids)` for **one**
@@ -112,19 +143,27 @@ print(f"<|im_start|> = {im_start_id}, <|im_end|> = {im_end_id}, header after <|i
 # - an answer whose `<|im_end|>` is missing was cut off (by truncation): raise `ValueError`, because
 #   training on half an answer teaches the model to stop early.
 
+
 # %% tags=["exercise"]
-def find_answer_positions(input_ids: list[int], im_start_id: int, im_end_id: int, assistant_header_ids: list[int]) -> list[bool]:
-    """Return one bool per position: True on assistant answer tokens and their closing <|im_end|>."""
-    # BEGIN SOLUTION: find each <|im_start|> followed by the header; mark what follows up to and including <|im_end|>; raise ValueError if none
+def find_answer_positions(
+    input_ids: list[int], im_start_id: int, im_end_id: int, assistant_header_ids: list[int]
+) -> list[bool]:
+    """Return one bool per position: True on the answer's tokens and its closing <|im_end|>."""
+    # BEGIN SOLUTION: where does each answer start and end in the ids? When is it cut off?
     is_answer = [False] * len(input_ids)
     header = list(assistant_header_ids)
     position = 0
     while position < len(input_ids):
-        opens_answer = input_ids[position] == im_start_id and input_ids[position + 1:position + 1 + len(header)] == header
+        opens_answer = (
+            input_ids[position] == im_start_id
+            and input_ids[position + 1 : position + 1 + len(header)] == header
+        )
         if not opens_answer:
             position += 1
             continue
-        position += 1 + len(header)  # skip <|im_start|> and the header: they are not part of the answer
+        position += 1 + len(
+            header
+        )  # skip <|im_start|> and the header: they are not part of the answer
         while position < len(input_ids) and input_ids[position] != im_end_id:
             is_answer[position] = True
             position += 1
@@ -157,11 +196,17 @@ checks.check_find_answer_positions(find_answer_positions, processor, records)
 #
 # `collators.find_answer_mask` is the library's version; try on your own before you read it.
 
+
 # %% tags=["exercise"]
-def build_answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_start_id: int, im_end_id: int,
-                      assistant_header_ids: list[int]) -> torch.Tensor:
-    """Return a (batch, seq_len) bool mask, True on assistant answer tokens and their closing <|im_end|>."""
-    # BEGIN SOLUTION: follow the four steps above with cumsum and cummax; raise ValueError for an answer with no <|im_end|>
+def build_answer_mask(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    im_start_id: int,
+    im_end_id: int,
+    assistant_header_ids: list[int],
+) -> torch.Tensor:
+    """Return a (batch, seq_len) bool mask: True on answer tokens and their closing <|im_end|>."""
+    # BEGIN SOLUTION: one step above at a time; print each tensor for a two-row batch
     is_real = attention_mask == 1
     is_start = (input_ids == im_start_id) & is_real
     is_end = (input_ids == im_end_id) & is_real
@@ -174,9 +219,16 @@ def build_answer_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_
     turn_number = is_start.cumsum(dim=1)  # 0 before the first turn, then 1, 2, ...
     turn_start = torch.where(is_start, positions, torch.zeros_like(positions)).cummax(dim=1).values
     in_assistant_turn = opens_answer.gather(1, turn_start) & (turn_number > 0)
-    ends_before = is_end.cumsum(dim=1) - is_end.long()  # <|im_end|> tokens strictly before each position
+    ends_before = (
+        is_end.cumsum(dim=1) - is_end.long()
+    )  # <|im_end|> tokens strictly before each position
     not_after_end = ends_before < turn_number  # up to and including the turn's own <|im_end|>
-    mask = in_assistant_turn & not_after_end & (positions > turn_start + len(assistant_header_ids)) & is_real
+    mask = (
+        in_assistant_turn
+        & not_after_end
+        & (positions > turn_start + len(assistant_header_ids))
+        & is_real
+    )
     if ((is_end & mask).sum(dim=1) < opens_answer.sum(dim=1)).any():
         raise ValueError("an assistant answer has no closing <|im_end|>: it was cut off")
     return mask
@@ -205,7 +257,10 @@ checks.check_build_answer_mask(build_answer_mask, processor, records)
 
 # %%
 left_padded = collators.CollatorV3(processor, padding_side="left")(records)
-[tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX]) for row_ids, row_labels in zip(left_padded["input_ids"], left_padded["labels"])]
+[
+    tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])
+    for row_ids, row_labels in zip(left_padded["input_ids"], left_padded["labels"])
+]
 
 # %% [markdown]
 # ## What you built

@@ -31,6 +31,23 @@
 # prints how many cases passed; if one fails, it shows the input, the expected and the actual
 # result, and a hint. "not attempted yet" means the `raise NotImplementedError` is still there.
 
+# %% tags=["remove-cell"]
+# Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("vlmlib") is None:
+    repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
+    source = os.environ.get("VLM_INSTALL_SOURCE", repository)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+    importlib.invalidate_caches()
+
+from vlmlib.notebook_setup import set_up_notebook
+
+set_up_notebook()
+
 # %% [markdown] tags=["solution"]
 # > **This is the solved lab**, the single source of `labs/lab_04_masking.ipynb`: `vlmlib make-labs`
 # > replaces each `BEGIN SOLUTION` ... `END SOLUTION` region with a TODO and drops the cells tagged
@@ -55,9 +72,17 @@ vlmlib.quiet_progress_bars()
 config = load_config()
 processor = models.load_processor(config)
 records = [data.load_configured_splits(config)["train"][index] for index in range(3)]
-batches = {strategy: collators.CollatorV3(processor, mask_strategy=strategy)(records) for strategy in ("all_tokens", "assistant_only")}
-roles = collators.find_token_roles(batches["all_tokens"]["input_ids"], batches["all_tokens"]["attention_mask"], processor.tokenizer)
-print(f"profile {config.profile}: {len(records)} records, {len(roles[0])} positions per row; roles: {collators.TOKEN_ROLES}")
+batches = {
+    strategy: collators.CollatorV3(processor, mask_strategy=strategy)(records)
+    for strategy in ("all_tokens", "assistant_only")
+}
+roles = collators.find_token_roles(
+    batches["all_tokens"]["input_ids"], batches["all_tokens"]["attention_mask"], processor.tokenizer
+)
+print(
+    f"profile {config.profile}: {len(records)} records, {len(roles[0])} positions per row; "
+    f"roles: {collators.TOKEN_ROLES}"
+)
 
 # %% [markdown]
 # ## Exercise 4.1: the share of the trained tokens in each role
@@ -68,9 +93,10 @@ print(f"profile {config.profile}: {len(records)} records, {len(roles[0])} positi
 # what `find_token_roles` returns (one list of strings per row); `labels` is (batch, seq_len).
 # Chapter 3, "What each version trains on", counts the same thing.
 
+
 # %% tags=["exercise"]
 def trained_fraction_by_role(roles: list[list[str]], labels: torch.Tensor) -> dict[str, float]:
-    """Return, for each role in TOKEN_ROLES, its share of the batch's trained positions (label != -100)."""
+    """Return each role's share of the batch's trained positions (label != -100), by TOKEN_ROLES."""
     # BEGIN SOLUTION: count trained positions per role over the whole batch, then divide each count by the total
     counts = {role: 0 for role in collators.TOKEN_ROLES}
     for row_roles, row_labels in zip(roles, labels.tolist()):
@@ -90,7 +116,9 @@ checks.check_trained_fraction_by_role(trained_fraction_by_role, processor, recor
 # `pd.DataFrame({name: trained_fraction_by_role(roles, batch["labels"]) for name, batch in batches.items()})`.
 
 # %% tags=["solution"]
-pd.DataFrame({name: trained_fraction_by_role(roles, batch["labels"]) for name, batch in batches.items()}).round(3)
+pd.DataFrame(
+    {name: trained_fraction_by_role(roles, batch["labels"]) for name, batch in batches.items()}
+).round(3)
 
 # %% [markdown]
 # ## Exercise 4.2: how much an answer token weighs
@@ -106,9 +134,12 @@ pd.DataFrame({name: trained_fraction_by_role(roles, batch["labels"]) for name, b
 # returning `w` for a batch as a float. A token is in the loss when its label is not -100, and it is
 # not the first position of its row: position 0 has nothing before it, so it is never predicted.
 
+
 # %% tags=["exercise"]
-def answer_loss_weight(labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor) -> float:
-    """Return the weight of one answer token in the all_tokens loss relative to assistant_only, for a batch."""
+def answer_loss_weight(
+    labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor
+) -> float:
+    """Return one answer token's weight in the all_tokens loss relative to assistant_only."""
     # BEGIN SOLUTION: count labels != -100 from position 1 on (labels[:, 1:]) under each strategy, then divide
     num_answer = int((labels_assistant_only[:, 1:] != collators.IGNORE_INDEX).sum())
     num_all = int((labels_all_tokens[:, 1:] != collators.IGNORE_INDEX).sum())
@@ -133,9 +164,13 @@ print(f"under all_tokens an answer token weighs {weight:.2f} of its weight under
 
 # %%
 model = models.load_model(config).eval()
-inputs = {key: value.to(model.device) for key, value in batches["all_tokens"].items() if key != "labels"}
+inputs = {
+    key: value.to(model.device) for key, value in batches["all_tokens"].items() if key != "labels"
+}
 with torch.no_grad():
-    logits = model(**inputs).logits.float().cpu()  # (batch, seq_len, vocab): the scores for the NEXT token
+    logits = (
+        model(**inputs).logits.float().cpu()
+    )  # (batch, seq_len, vocab): the scores for the NEXT token
 tuple(logits.shape)
 
 # %% [markdown]
@@ -146,12 +181,20 @@ tuple(logits.shape)
 # `F.cross_entropy(..., reduction="none", ignore_index=-100)` gives one loss per token; it wants the
 # vocabulary as the second dimension (`logits.transpose(1, 2)`).
 
+
 # %% tags=["exercise"]
-def loss_share_by_role(logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]) -> dict[str, float]:
-    """Return, for each role in TOKEN_ROLES, its share of the summed next-token loss over the trained positions."""
+def loss_share_by_role(
+    logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]
+) -> dict[str, float]:
+    """Return each role's share of the summed next-token loss over the trained positions."""
     # BEGIN SOLUTION: score logits[:, :-1] against labels[:, 1:] per token, add each loss to the role at t + 1, divide by the total
     targets = labels[:, 1:]
-    token_losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=collators.IGNORE_INDEX, reduction="none")
+    token_losses = F.cross_entropy(
+        logits[:, :-1].transpose(1, 2),
+        targets,
+        ignore_index=collators.IGNORE_INDEX,
+        reduction="none",
+    )
     totals = {role: 0.0 for role in collators.TOKEN_ROLES}
     for row_roles, row_losses, row_targets in zip(roles, token_losses.tolist(), targets.tolist()):
         for role, loss, target in zip(row_roles[1:], row_losses, row_targets):
@@ -170,7 +213,9 @@ checks.check_loss_share_by_role(loss_share_by_role)
 # `pd.DataFrame({name: loss_share_by_role(logits, batch["labels"], roles) for name, batch in batches.items()})`.
 
 # %% tags=["solution"]
-pd.DataFrame({name: loss_share_by_role(logits, batch["labels"], roles) for name, batch in batches.items()}).round(3)
+pd.DataFrame(
+    {name: loss_share_by_role(logits, batch["labels"], roles) for name, batch in batches.items()}
+).round(3)
 
 # %% [markdown]
 # ## Your prediction
@@ -181,8 +226,9 @@ pd.DataFrame({name: loss_share_by_role(logits, batch["labels"], roles) for name,
 #
 # 1. Which run will end with the lower *training* loss? Does that mean it has learned the task better?
 # 2. Which run will predict the answers of held-out images better (lower loss on the answer tokens)? Why?
-# 3. What would you change in the `all_tokens` run to give the answer tokens the same step size as
-#    under `assistant_only`, and what would that not fix?
+# 3. Someone proposes to divide the `all_tokens` learning rate by `w`, "to give the answer tokens
+#    back their step size". Would that work with SGD? With AdamW, the optimizer chapter 4 trains
+#    with? What does change how much the answer counts in each step?
 #
 # *Write your answers in this cell.*
 
@@ -193,16 +239,21 @@ pd.DataFrame({name: loss_share_by_role(logits, batch["labels"], roles) for name,
 #    steps it costs almost nothing, and it makes up a large share of that run's tokens (4.1), which
 #    pulls the mean down. That number measures different tokens from the `assistant_only` loss, so it
 #    says nothing about which run learned the boxes better: compare the runs on the same tokens.
-# 2. `assistant_only` is the better bet: each answer token weighs `w` times less under `all_tokens`
-#    (4.2, about one half here), so with the same learning rate the answer gets a smaller share of
-#    every update, and part of each update goes to reciting the prompt. With short answers and few
-#    examples the prompt tokens can also act as a regulariser, so the gap is an empirical question,
-#    which is why chapter 4 measures it on held-out images.
-# 3. Divide the `all_tokens` learning rate by `w`. That restores the answer's step size exactly, but
-#    the prompt's gradients still push the weights towards reciting the prompt, and a larger step may
-#    be clipped more often. How hard the prompt pulls follows its share of the loss (4.3) more than
-#    its share of the tokens: small on a pretrained model that already predicts the prompt, large on
-#    a random one.
+# 2. `assistant_only` is the better bet, though not because its steps are larger. Each answer
+#    token's gradient is `w` times smaller under `all_tokens` (4.2), but AdamW divides every
+#    gradient by its running root mean square, so the size of the step hardly changes. What changes
+#    is its direction: the `all_tokens` gradient adds the prompt's gradient to the answer's, so part
+#    of every step goes to reciting the prompt. With short answers and few examples the prompt
+#    tokens can also act as a regulariser, so the gap is an empirical question, which is why
+#    chapter 4 measures it on held-out images.
+# 3. With SGD, yes: its step is the learning rate times the gradient, so dividing the learning rate
+#    by `w` gives the answer its step back. With AdamW, no: the step's size barely depends on the
+#    gradient's scale (chapter 4, "What the answer's weight does to a step", measures both), so the
+#    larger learning rate makes every step about `1/w` times larger, the prompt's part included.
+#    Under AdamW only the answer's weight *relative to the prompt's* matters: mask the prompt
+#    (`assistant_only`) or weight the answer tokens more. How hard the prompt pulls follows its
+#    share of the loss (4.3) more than its share of the tokens: small on a model that already
+#    predicts the prompt, large on one that never saw it.
 
 # %% [markdown]
 # ## What you built

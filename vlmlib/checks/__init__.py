@@ -12,11 +12,15 @@ the tests read). The verdict is printed, so it shows in notebooks and in plain `
 Import the checks from here (`from vlmlib import checks`); each submodule holds one job:
 
 - `runner`: `CheckCase`, `CheckResult` and `run_check`, which runs the cases and prints the verdict.
-- `data`: box conversions, per-image box statistics, the answer text, image-token counts (labs 01 and 02).
+- `data`: box conversions, per-image box statistics, the answer text,
+  image-token counts (labs 01 and 02).
 - `parsing`: boxes parsed from an answer, and why an answer gives none (lab 02).
 - `collators`: `TOY_TOKEN_IDS`, V2's labels, answer positions and the batched answer mask (lab 03).
-- `masking`: the trained share of each role, the answer's loss weight, each role's share of the loss (lab 04).
-- `training`: LoRA's parameter count, the checkpoint to resume from, the IoU callback (lab 05).
+- `masking`: the trained share of each role, the answer's loss weight, each
+  role's share of the loss (lab 04).
+- `training`: LoRA's parameter count, a run's curves read from its log, the IoU callback (lab 05).
+- `debugging`: the trained tokens, labels that differ from the answer mask, a
+  fixed collator (lab 07).
 - `evaluation`: IoU, precision and recall, average precision (lab 06).
 """
 
@@ -36,6 +40,11 @@ from vlmlib.checks.data import (
     check_describe_record_boxes,
     check_format_answer,
 )
+from vlmlib.checks.debugging import (
+    check_find_mislabelled_tokens,
+    check_fixed_collator,
+    check_list_trained_tokens,
+)
 from vlmlib.checks.evaluation import (
     check_average_precision,
     check_compute_iou,
@@ -49,9 +58,10 @@ from vlmlib.checks.masking import (
 from vlmlib.checks.parsing import check_describe_parse_failure, check_parse_boxes
 from vlmlib.checks.runner import CheckCase, CheckResult, run_check
 from vlmlib.checks.training import (
-    check_choose_checkpoint,
     check_count_lora_parameters,
     check_iou_callback,
+    check_pick_better_run,
+    check_read_curve,
 )
 
 __all__ = [
@@ -66,10 +76,11 @@ __all__ = [
     "check_format_answer",
     "check_parse_boxes",
     "check_average_precision",
-    "check_choose_checkpoint",
     "check_compute_iou",
     "check_count_lora_parameters",
     "check_iou_callback",
+    "check_pick_better_run",
+    "check_read_curve",
     "check_precision_recall",
     "TOY_TOKEN_IDS",
     "check_build_v2_labels",
@@ -78,5 +89,8 @@ __all__ = [
     "check_trained_fraction_by_role",
     "check_answer_loss_weight",
     "check_loss_share_by_role",
+    "check_list_trained_tokens",
+    "check_find_mislabelled_tokens",
+    "check_fixed_collator",
     "run_check",
 ]
