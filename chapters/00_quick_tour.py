@@ -18,33 +18,45 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 The outputs on this page were produced with the **tiny** profile: a tiny Qwen2-VL and synthetic
 data on the CPU. The full profile runs this page on a GPU; its time and memory there are
 estimated on {doc}`the course's cost page <../book/costs>`.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 The outputs on this page were produced with the **full** profile: Qwen2-VL-2B-Instruct and the
 Open Food Facts dataset on a GPU. Its GPU time is an estimate, not a measurement: about 8 minutes
 on an NVIDIA L4 and 5 on an A100, the longest cell (training) about 4 minutes on the L4, on a
 card of 12 GB or more. The arithmetic is on {doc}`the course's cost page <../book/costs>`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # This page runs the whole course once, with the choices the later chapters argue for, in a few
@@ -81,15 +93,20 @@ vlmlib.quiet_progress_bars()
 # This page's budget. Under full every step and every held-out answer costs GPU time:
 # book/costs.md works out what each setting costs.
 budget = {
-    "tiny": ["training.max_steps=80",  # about 50 s of CPU
-             "callbacks.iou_eval_every_steps=40"],
-    "full": ["training.max_steps=60",  # 480 images, under half an epoch
-             "callbacks.iou_eval_every_steps=30",
-             "callbacks.iou_eval_num_samples=16"],
+    "tiny": [
+        "training.max_steps=80",  # about 50 s of CPU
+        "callbacks.iou_eval_every_steps=40",
+    ],
+    "full": [
+        "training.max_steps=60",  # 480 images, under half an epoch
+        "callbacks.iou_eval_every_steps=30",
+        "callbacks.iou_eval_num_samples=16",
+    ],
 }[get_profile()]
 num_eval_images = {"tiny": 32, "full": 16}[get_profile()]  # scored before and after training
-config = load_config("assistant_only",
-                     overrides=[*budget, "training.output_dir=outputs/quick_tour"])
+config = load_config(
+    "assistant_only", overrides=[*budget, "training.output_dir=outputs/quick_tour"]
+)
 config.profile
 
 # %% [markdown]
@@ -103,9 +120,7 @@ splits = data.load_configured_splits(config)
 pd.Series({name: len(split) for name, split in splits.items()}, name="records")
 
 # %% mystnb={"image": {"alt": "A grid of product photos from the training split, each with a solid blue box around its nutrition table"}}
-viz.plot_record_grid(
-    [splits["train"][index] for index in range(2)], num_columns=2
-)
+viz.plot_record_grid([splits["train"][index] for index in range(2)], num_columns=2)
 
 # %% [markdown]
 # ## 2. The model, before any fine-tuning
@@ -130,12 +145,15 @@ zero_shot_answer
 # objects this dataset means, and where exactly they are.
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 Under `tiny` the answer often holds one box too many, around the logo: the tiny model was
 pretrained to box every object on a label ({doc}`../book/tiny_model`).
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## 3. The training batch
@@ -146,9 +164,7 @@ pretrained to box every object on a label ({doc}`../book/tiny_model`).
 
 # %%
 batch = CollatorV3(processor)(held_out[:2])
-trained_text = processor.tokenizer.decode(
-    batch["input_ids"][0][batch["labels"][0] != IGNORE_INDEX]
-)
+trained_text = processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != IGNORE_INDEX])
 num_trained = int((batch["labels"] != IGNORE_INDEX).sum())
 print(f"{num_trained} of {batch['input_ids'].numel()} positions are trained")
 print(f"example 0 trains on: {trained_text}")
@@ -177,9 +193,7 @@ iou_rows[["step", "eval_mean_iou", "eval_parse_failure_rate"]]
 eval_split = splits["eval"].select(range(min(num_eval_images, len(splits["eval"]))))
 fine_tuned_model = run.trainer.model
 base_model, _ = models.load_model_and_processor(config)
-zero_shot_report, _ = evaluation.evaluate_model(
-    base_model, processor, eval_split, config
-)
+zero_shot_report, _ = evaluation.evaluate_model(base_model, processor, eval_split, config)
 fine_tuned_report, fine_tuned_predictions = evaluation.evaluate_model(
     fine_tuned_model, processor, eval_split, config
 )
@@ -196,7 +210,9 @@ comparison[["mean IoU", "F1@0.5", "mAP@0.5", "parse failure rate"]]
 # before fine-tuning to {glue:text}`tour_fine_tuned_iou` after.
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} What the real model does
 :class: tip
 These numbers come from the tiny stand-in, fine-tuned for about a minute on synthetic labels. On
@@ -208,7 +224,8 @@ model {cite}`dehdashti2025qwen2vlnutrition`. Those runs trained for hours on a G
 trains for minutes, and each project computes its mean IoU its own way ({doc}`06_evaluation`).
 The full profile runs this page on Qwen2-VL-2B-Instruct and shows its own numbers above.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## 6. Predictions on held-out images
@@ -239,7 +256,8 @@ report = merging.merge_lora(
     Path(config.training.output_dir).with_name("quick_tour_merged"),
     num_check_records=4,
     max_new_tokens=config.callbacks.max_new_tokens,
-    overwrite=True,  # the folder this page merged into on its last run; without it, merge_lora refuses
+    # The folder this page merged into on its last run; without it, merge_lora refuses.
+    overwrite=True,
 )
 print(f"merged model: {report.output_dir}")
 print(f"{report.num_identical} of {report.num_checked} answers identical")

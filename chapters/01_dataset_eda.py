@@ -18,30 +18,42 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 The outputs on this page were produced with the **tiny** profile, from a synthetic copy of the
 dataset.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 The outputs on this page were produced with the **full** profile, from the Hub dataset
 `openfoodfacts/nutrition-table-detection`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # **Learning objectives**
@@ -75,8 +87,9 @@ from vlmlib import boxes, data, dataset_stats, models, sources, viz
 from vlmlib.config import load_config
 
 # Library warnings go to stdout, as plain lines on the page; progress bars are noise there.
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
-                    format="%(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s"
+)
 datasets.disable_progress_bars()
 transformers.utils.logging.disable_progress_bar()
 
@@ -110,7 +123,9 @@ record = splits["train"][0]
 {key: value for key, value in record.items() if key != "image"}
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} The tiny profile's synthetic data
 :class: tip
 Under `tiny`, each image is a coloured product label with a logo, some fake text, and one to
@@ -118,7 +133,8 @@ three tables drawn at known places, so every box is exact. The sizes, counts and
 chosen to look like the Hub dataset's, not measured from it: the numbers on this page describe
 the synthetic data. The `full` profile runs the same cells on the real photos.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## Bad records
@@ -137,8 +153,7 @@ data.find_record_problems(broken)
 
 # %%
 source = sources.resolve_sources(config)  # the Hub under full, the synthetic copy under tiny
-raw_train = data.load_split(config.data.train_split,
-                            source.dataset_id, source.dataset_path)
+raw_train = data.load_split(config.data.train_split, source.dataset_id, source.dataset_path)
 _, report = data.clean_split(raw_train, policy="drop", source="train")
 report.summary()
 
@@ -164,13 +179,15 @@ report.summary()
 
 # %%
 box_hub = record["objects"]["bbox"][0]
-box_xyxy = boxes.convert_hub_box_to_xyxy(box_hub, record["width"],
-                                         record["height"])
-pd.Series({
-    "box_hub": [round(value, 3) for value in box_hub],
-    "box_xyxy": [round(value, 1) for value in box_xyxy],
-    "box_qwen": list(boxes.convert_hub_box_to_qwen(box_hub)),
-}, name="the record's first box").to_frame()
+box_xyxy = boxes.convert_hub_box_to_xyxy(box_hub, record["width"], record["height"])
+pd.Series(
+    {
+        "box_hub": [round(value, 3) for value in box_hub],
+        "box_xyxy": [round(value, 1) for value in box_xyxy],
+        "box_qwen": list(boxes.convert_hub_box_to_qwen(box_hub)),
+    },
+    name="the record's first box",
+).to_frame()
 
 # %% [markdown]
 # The Qwen form does not depend on the image size: the grid is relative, so the model never needs
@@ -206,8 +223,7 @@ viz.plot_record_grid(examples, num_columns=3)
 
 # %% mystnb={"image": {"alt": "The record explorer's first view: one training photo with its nutrition-table box, under a record slider and a show-boxes checkbox"}}
 num_browsable = min(50, len(splits["train"]))
-viz.build_record_explorer([splits["train"][index]
-                           for index in range(num_browsable)])
+viz.build_record_explorer([splits["train"][index] for index in range(num_browsable)])
 
 # %% [markdown]
 # Under the image, each box is written in the model's grid coordinates, the form of the training answer.
@@ -227,12 +243,9 @@ image_stats[size_columns].describe().round(2)
 viz.plot_size_histogram(image_stats)
 
 # %% tags=["hide-input"]
-glue("eda_median_width", f"{image_stats['width_px'].median():.0f}",
-     display=False)
-glue("eda_median_height", f"{image_stats['height_px'].median():.0f}",
-     display=False)
-glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}",
-     display=False)
+glue("eda_median_width", f"{image_stats['width_px'].median():.0f}", display=False)
+glue("eda_median_height", f"{image_stats['height_px'].median():.0f}", display=False)
+glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}", display=False)
 
 # %% [markdown]
 # The median image is {glue:text}`eda_median_width` x {glue:text}`eda_median_height` px
@@ -244,8 +257,9 @@ glue("eda_share_portrait", f"{(image_stats['aspect_ratio'] < 1).mean():.0%}",
 
 # %% mystnb={"figure": {"caption": "How many nutrition tables each training image holds.", "name": "fig-01-boxes-per-image"}, "image": {"alt": "Bar chart of how many training images hold one, two, three or more nutrition tables"}}
 box_counts = num_boxes.value_counts().sort_index().to_dict()
-viz.plot_count_bars(box_counts, xlabel="boxes in the image",
-                    ylabel="number of images", title="Boxes per image")
+viz.plot_count_bars(
+    box_counts, xlabel="boxes in the image", ylabel="number of images", title="Boxes per image"
+)
 
 # %% tags=["hide-input"]
 glue("eda_share_multi", f"{(num_boxes > 1).mean():.0%}", display=False)
@@ -264,9 +278,13 @@ glue("eda_max_boxes", int(num_boxes.max()), display=False)
 
 # %% mystnb={"figure": {"caption": "Share of each image covered by its nutrition tables.", "name": "fig-01-coverage"}, "image": {"alt": "Histogram of the share of each image that its nutrition tables cover"}}
 coverage = image_stats["area_fraction"]
-viz.plot_histogram(coverage, xlabel="area covered by boxes (fraction of image)",
-                   ylabel="number of images", title="Box area coverage",
-                   markers={"median": coverage.median()})
+viz.plot_histogram(
+    coverage,
+    xlabel="area covered by boxes (fraction of image)",
+    ylabel="number of images",
+    title="Box area coverage",
+    markers={"median": coverage.median()},
+)
 
 # %% tags=["hide-input"]
 glue("eda_median_coverage", f"{coverage.median():.0%}", display=False)
@@ -284,8 +302,7 @@ glue("eda_p10_coverage", f"{coverage.quantile(0.1):.1%}", display=False)
 
 # %%
 box_stats = dataset_stats.compute_box_stats(splits["train"])
-shape_columns = ["width_fraction", "height_fraction", "area_fraction",
-                 "aspect_ratio"]
+shape_columns = ["width_fraction", "height_fraction", "area_fraction", "aspect_ratio"]
 box_stats[shape_columns].describe().round(3)
 
 # %% [markdown]
@@ -294,9 +311,14 @@ box_stats[shape_columns].describe().round(3)
 
 # %% mystnb={"figure": {"caption": "Aspect ratios of the boxes (width / height in pixels).", "name": "fig-01-aspect"}, "image": {"alt": "Histogram of the boxes' aspect ratios, width over height in pixels"}}
 aspect_ratio = box_stats["aspect_ratio"]
-viz.plot_histogram(aspect_ratio, xlabel="width / height (log scale)",
-                   ylabel="number of boxes", title="Box aspect ratios",
-                   is_log_x=True, markers={"square": 1.0})
+viz.plot_histogram(
+    aspect_ratio,
+    xlabel="width / height (log scale)",
+    ylabel="number of boxes",
+    title="Box aspect ratios",
+    is_log_x=True,
+    markers={"square": 1.0},
+)
 
 # %% tags=["hide-input"]
 glue("eda_aspect_low", f"{aspect_ratio.quantile(0.05):.2f}", display=False)
@@ -316,10 +338,8 @@ viz.plot_box_centre_heatmap(box_stats)
 # %% tags=["hide-input"]
 for axis_name in ("x", "y"):
     centres = box_stats[f"centre_{axis_name}"]
-    glue(f"eda_centre_{axis_name}_low", f"{centres.quantile(0.25):.2f}",
-         display=False)
-    glue(f"eda_centre_{axis_name}_high", f"{centres.quantile(0.75):.2f}",
-         display=False)
+    glue(f"eda_centre_{axis_name}_low", f"{centres.quantile(0.25):.2f}", display=False)
+    glue(f"eda_centre_{axis_name}_high", f"{centres.quantile(0.75):.2f}", display=False)
 
 # %% [markdown]
 # The middle half of the centres spans x from {glue:text}`eda_centre_x_low` to
@@ -345,8 +365,9 @@ viz.plot_box_size_scatter(box_stats)
 
 # %% mystnb={"figure": {"caption": "Boxes per category in the training split.", "name": "fig-01-categories"}, "image": {"alt": "Bar chart of the number of boxes of each category in the training split"}}
 category_counts = box_stats["category_name"].value_counts().to_dict()
-viz.plot_count_bars(category_counts, xlabel="category",
-                    ylabel="number of boxes", title="Categories")
+viz.plot_count_bars(
+    category_counts, xlabel="category", ylabel="number of boxes", title="Categories"
+)
 
 # %%
 box_stats.groupby("category_name").agg(
@@ -362,19 +383,21 @@ box_stats.groupby("category_name").agg(
 # An evaluation split drawn from a different distribution would measure something other than what
 # training taught. The same statistics, side by side:
 
+
 # %%
 def summarise_split(stats: pd.DataFrame) -> dict[str, str]:
     """Return the headline numbers of one split's image statistics."""
-    return {"images": f"{len(stats)}",
-            "median width (px)": f"{stats['width_px'].median():.0f}",
-            "median height (px)": f"{stats['height_px'].median():.0f}",
-            "with 2+ boxes": f"{(stats['num_boxes'] > 1).mean():.1%}",
-            "median coverage": f"{stats['area_fraction'].median():.1%}"}
+    return {
+        "images": f"{len(stats)}",
+        "median width (px)": f"{stats['width_px'].median():.0f}",
+        "median height (px)": f"{stats['height_px'].median():.0f}",
+        "with 2+ boxes": f"{(stats['num_boxes'] > 1).mean():.1%}",
+        "median coverage": f"{stats['area_fraction'].median():.1%}",
+    }
 
 
 eval_image_stats = dataset_stats.compute_image_stats(splits["eval"])
-pd.DataFrame({"train": summarise_split(image_stats),
-              "eval": summarise_split(eval_image_stats)})
+pd.DataFrame({"train": summarise_split(image_stats), "eval": summarise_split(eval_image_stats)})
 
 # %% [markdown]
 # ## What this means for training
@@ -387,18 +410,16 @@ pd.DataFrame({"train": summarise_split(image_stats),
 # %%
 processor = models.load_processor(config)
 recommendations = dataset_stats.recommend_training_settings(
-    splits["train"], processor, prompt=config.data.prompt)
+    splits["train"], processor, prompt=config.data.prompt
+)
 recommendations.to_frame().set_index("setting")
 
 # %% tags=["hide-input"]
 wanted_new_tokens = recommendations.recommended_max_new_tokens
 configured_new_tokens = config.callbacks.max_new_tokens
-glue("eda_recommended_max_pixels",
-     f"{recommendations.recommended_max_pixels:,}", display=False)
-glue("eda_current_max_pixels", f"{recommendations.max_pixels:,}",
-     display=False)
-glue("eda_tokens_median",
-     f"{recommendations.recommended_image_tokens_median:.0f}", display=False)
+glue("eda_recommended_max_pixels", f"{recommendations.recommended_max_pixels:,}", display=False)
+glue("eda_current_max_pixels", f"{recommendations.max_pixels:,}", display=False)
+glue("eda_tokens_median", f"{recommendations.recommended_image_tokens_median:.0f}", display=False)
 glue("eda_max_new_tokens", wanted_new_tokens, display=False)
 glue("eda_config_max_new_tokens", configured_new_tokens, display=False)
 
@@ -422,8 +443,11 @@ config.data.prompt
 # %%
 most_boxes = splits["train"][int(num_boxes.idxmax())]
 answer = data.format_answer(most_boxes["objects"])
-print(answer.replace("<|object_ref_end|>", "<|object_ref_end|>\n  ")
-            .replace("<|box_end|>", "<|box_end|>\n"))
+print(
+    answer.replace("<|object_ref_end|>", "<|object_ref_end|>\n  ").replace(
+        "<|box_end|>", "<|box_end|>\n"
+    )
+)
 
 # %% [markdown]
 # Generating it takes {glue:text}`eda_max_new_tokens` new tokens with the margin above; the

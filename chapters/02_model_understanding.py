@@ -18,27 +18,38 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 The outputs on this page were produced with the **tiny** profile. The model is a tiny Qwen2-VL
 that `vlmlib make-tiny` pretrained to box every object on a label, logos included, but never
 asked for nutrition tables. The full profile runs this page on a GPU; its time and memory there
 are estimated on {doc}`the course's cost page <../book/costs>`.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 The outputs on this page were produced with the **full** profile. The model is
 Qwen2-VL-2B-Instruct as published, before any fine-tuning. Its GPU time is an estimate, not a
@@ -46,7 +57,8 @@ measurement: about 2 minutes on an NVIDIA L4 and 2 on an A100, the longest cell 
 the L4, on a card of 8 GB or more. The arithmetic is on
 {doc}`the course's cost page <../book/costs>`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # **Learning objectives**
@@ -74,13 +86,24 @@ import transformers
 from myst_nb import glue
 from PIL import Image
 
-from vlmlib import (boxes, collators, data, dataset_stats, inference, models,
-                    parsing, positions, tokens, viz)
+from vlmlib import (
+    boxes,
+    collators,
+    data,
+    dataset_stats,
+    inference,
+    models,
+    parsing,
+    positions,
+    tokens,
+    viz,
+)
 from vlmlib.config import load_config
 
 # Library warnings go to stdout, as plain lines on the page; progress bars are noise there.
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
-                    format="%(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s"
+)
 transformers.utils.logging.disable_progress_bar()
 
 config = load_config()
@@ -103,7 +126,9 @@ model, processor = models.load_model_and_processor(config)
 type(model).__name__, type(processor).__name__
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 Under `tiny` the model is the course's stand-in for Qwen2-VL-2B-Instruct. Its *structure* is
 Qwen2-VL's at smaller sizes: the same modules in the same order, the same processor, token
@@ -116,7 +141,8 @@ small model on small images can tell neighbouring rows apart ({doc}`../book/tiny
 pretrained to box every object on a label, the logo included ({doc}`../book/tiny_model`): the
 right format, rough boxes, and often one box too many. The prose says what to expect from `full`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## The architecture
@@ -138,12 +164,14 @@ right format, rough boxes, and often one box too many. The prose says what to ex
 # two 4-bit weights in each byte, so under `full` the tensor's own `numel()` is half the count.
 
 # %%
-pd.Series({
-    name.removeprefix("model."):
-        f"{models.count_module_parameters(module):,}"
-    for name, module in model.named_modules()
-    if 0 < name.count(".") <= 2 and "rotary" not in name
-}, name="parameters").to_frame()
+pd.Series(
+    {
+        name.removeprefix("model."): f"{models.count_module_parameters(module):,}"
+        for name, module in model.named_modules()
+        if 0 < name.count(".") <= 2 and "rotary" not in name
+    },
+    name="parameters",
+).to_frame()
 
 # %% [markdown]
 # `count_parameters` adds them up per part, counting a shared tensor once: the output layer
@@ -151,21 +179,23 @@ pd.Series({
 
 # %%
 counts = models.count_parameters(model)
-parts = {"vision tower": counts.vision_tower,
-         "patch merger": counts.patch_merger,
-         "language model": counts.language_model,
-         "lm_head (not shared)": counts.lm_head}
-pd.DataFrame({
-    "parameters": {part: f"{count:,}" for part, count in parts.items()},
-    "share": {part: f"{count / counts.total:.1%}"
-              for part, count in parts.items()},
-})
+parts = {
+    "vision tower": counts.vision_tower,
+    "patch merger": counts.patch_merger,
+    "language model": counts.language_model,
+    "lm_head (not shared)": counts.lm_head,
+}
+pd.DataFrame(
+    {
+        "parameters": {part: f"{count:,}" for part, count in parts.items()},
+        "share": {part: f"{count / counts.total:.1%}" for part, count in parts.items()},
+    }
+)
 
 # %% tags=["hide-input"]
 embedding_count = model.get_input_embeddings().weight.numel()
 glue("model_total", f"{counts.total:,}", display=False)
-glue("model_embedding_share", f"{embedding_count / counts.total:.0%}",
-     display=False)
+glue("model_embedding_share", f"{embedding_count / counts.total:.0%}", display=False)
 glue("model_vocab", f"{model.config.text_config.vocab_size:,}", display=False)
 
 # %% [markdown]
@@ -212,19 +242,26 @@ image_pad_id = processor.tokenizer.convert_tokens_to_ids(tokens.IMAGE_PAD_TOKEN)
 
 def count_image_pads(size_px: tuple[int, int]) -> int:
     """Return how many <|image_pad|> the processor writes for a blank image."""
-    inputs = processor(text=[tokens.IMAGE_PAD_TOKEN],
-                       images=[Image.new("RGB", size_px)], return_tensors="pt")
+    inputs = processor(
+        text=[tokens.IMAGE_PAD_TOKEN], images=[Image.new("RGB", size_px)], return_tensors="pt"
+    )
     return int((inputs["input_ids"] == image_pad_id).sum())
 
 
 # %%
 splits = data.load_configured_splits(config)
 record = splits["train"][0]
-sizes = {"this record": record["image"].size, "thumbnail": (100, 100),
-         "webcam": (640, 480), "scan": (1200, 1600),
-         "phone photo": (3024, 4032)}
-budgets = {name: dataset_stats.compute_image_token_budget(
-               *size, min_pixels, max_pixels) for name, size in sizes.items()}
+sizes = {
+    "this record": record["image"].size,
+    "thumbnail": (100, 100),
+    "webcam": (640, 480),
+    "scan": (1200, 1600),
+    "phone photo": (3024, 4032),
+}
+budgets = {
+    name: dataset_stats.compute_image_token_budget(*size, min_pixels, max_pixels)
+    for name, size in sizes.items()
+}
 
 
 def describe_steps(budget: dataset_stats.ImageTokenBudget) -> dict[str, str]:
@@ -245,14 +282,10 @@ def describe_steps(budget: dataset_stats.ImageTokenBudget) -> dict[str, str]:
 pd.DataFrame({name: describe_steps(budget) for name, budget in budgets.items()})
 
 # %% tags=["hide-input"]
-phone_under_full = dataset_stats.compute_image_token_budget(
-    *sizes["phone photo"], *full_budget)
-glue("model_phone_tokens", budgets["phone photo"].num_image_tokens,
-     display=False)
-glue("model_phone_tokens_full", phone_under_full.num_image_tokens,
-     display=False)
-glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens,
-     display=False)
+phone_under_full = dataset_stats.compute_image_token_budget(*sizes["phone photo"], *full_budget)
+glue("model_phone_tokens", budgets["phone photo"].num_image_tokens, display=False)
+glue("model_phone_tokens_full", phone_under_full.num_image_tokens, display=False)
+glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens, display=False)
 
 # %% [markdown]
 # Under this budget ({glue:text}`model_min_pixels` to {glue:text}`model_max_pixels` pixels) a phone
@@ -264,8 +297,9 @@ glue("model_thumbnail_tokens", budgets["thumbnail"].num_image_tokens,
 
 # %% mystnb={"figure": {"caption": "A record at the processor's size: 14 px patches (thin lines) and the 28 px image tokens they merge into (thick lines).", "name": "fig-02-patches"}, "image": {"alt": "The record's product label at the size the processor resizes it to, overlaid with thin white lines every 14 pixels marking the patches and thick white lines every 28 pixels marking the image tokens; the title gives the resized size and the counts of patches and image tokens."}}
 record_budget = budgets["this record"]
-viz.plot_patch_grid(record["image"], record_budget.resized_width_px,
-                    record_budget.resized_height_px)
+viz.plot_patch_grid(
+    record["image"], record_budget.resized_width_px, record_budget.resized_height_px
+)
 
 # %% [markdown]
 # ## The chat template and its special tokens
@@ -276,8 +310,8 @@ viz.plot_patch_grid(record["image"], record_budget.resized_width_px,
 
 # %%
 conversation = data.build_conversation(
-    record, prompt=config.data.prompt,
-    system_message=config.data.system_message)
+    record, prompt=config.data.prompt, system_message=config.data.system_message
+)
 chat_text = processor.apply_chat_template(conversation, tokenize=False)
 print(chat_text)
 
@@ -286,12 +320,13 @@ print(chat_text)
 # token, and the model swaps each pad for the matching merged-patch vector:
 
 # %%
-inputs = processor(text=[chat_text], images=[record["image"]],
-                   return_tensors="pt")
+inputs = processor(text=[chat_text], images=[record["image"]], return_tensors="pt")
 input_ids = inputs["input_ids"][0].tolist()
-{"tokens in the sequence": len(input_ids),
- "image_grid_thw": inputs["image_grid_thw"][0].tolist(),
- "<|image_pad|> tokens": input_ids.count(image_pad_id)}
+{
+    "tokens in the sequence": len(input_ids),
+    "image_grid_thw": inputs["image_grid_thw"][0].tolist(),
+    "<|image_pad|> tokens": input_ids.count(image_pad_id),
+}
 
 # %% [markdown]
 # `image_grid_thw` is the image's grid of 14 px patches as (frames, rows, columns); a still image
@@ -307,14 +342,20 @@ glue("model_patch_px", patch_size_px, display=False)
 glue("model_merge_size", merge_size, display=False)
 patch_size_px, merge_size
 
+
 # %% mystnb={"figure": {"caption": "From pixels to the language model: patches, the 2x2 merge, and the image's run of <|image_pad|> tokens in the sequence.", "name": "fig-02-architecture"}, "image": {"alt": "Three panels. Top left: the record's image at the processor's size, cut into a grid of 14-pixel patches, one 2x2 block outlined in orange-red. Top right: the same image as a coarser grid of merged image tokens, each cell in its block's mean colour, the matching cell outlined and joined to the block by an arrow. Bottom: the language model's input around the image: a few text tokens, <|vision_start|>, a long ribbon of coloured cells, one per <|image_pad|>, with an arrow to the followed token's cell, then <|vision_end|> and the start of the prompt."}}
 def decode_each(token_ids: list[int]) -> list[str]:
     """Return the text of each token on its own."""
     return [processor.tokenizer.decode([token_id]) for token_id in token_ids]
 
 
-viz.plot_model_architecture(record["image"], inputs["image_grid_thw"][0].tolist(),
-                            patch_size_px, merge_size, decode_each(input_ids))
+viz.plot_model_architecture(
+    record["image"],
+    inputs["image_grid_thw"][0].tolist(),
+    patch_size_px,
+    merge_size,
+    decode_each(input_ids),
+)
 
 # %% [markdown]
 # The vision tower works on {glue:text}`model_patch_px` px patches, and the merger joins
@@ -323,8 +364,7 @@ viz.plot_model_architecture(record["image"], inputs["image_grid_thw"][0].tolist(
 # cells are the image's top row.
 
 # %% mystnb={"figure": {"caption": "The training example as the model reads it, one cell per token, special tokens coloured (the run of image pads is drawn as one cell).", "name": "fig-02-token-strip"}, "image": {"alt": "The chat text of one training example drawn as rows of small cells, one per token: grey cells for ordinary text, pink for chat markup such as <|im_start|> and <|im_end|>, blue for the vision tokens, where the whole run of image pads is a single cell marked with its count, and orange for the grounding tokens around the box coordinates."}}
-viz.plot_token_strip(decode_each(input_ids),
-                     title="One training example, token by token")
+viz.plot_token_strip(decode_each(input_ids), title="One training example, token by token")
 
 # %% [markdown]
 # {numref}`fig-02-token-strip` shows the whole sequence: chat markup around each turn, the image's
@@ -334,13 +374,17 @@ viz.plot_token_strip(decode_each(input_ids),
 # ones in `vlmlib.tokens`:
 
 # %%
-pd.DataFrame([
-    {"token": token,
-     "id (tokenizer)": processor.tokenizer.convert_tokens_to_ids(token),
-     "id (vlmlib.tokens)": pinned_id,
-     "in this example": input_ids.count(pinned_id)}
-    for token, pinned_id in tokens.QWEN2_VL_SPECIAL_TOKEN_IDS.items()
-]).set_index("token")
+pd.DataFrame(
+    [
+        {
+            "token": token,
+            "id (tokenizer)": processor.tokenizer.convert_tokens_to_ids(token),
+            "id (vlmlib.tokens)": pinned_id,
+            "in this example": input_ids.count(pinned_id),
+        }
+        for token, pinned_id in tokens.QWEN2_VL_SPECIAL_TOKEN_IDS.items()
+    ]
+).set_index("token")
 
 # %% [markdown]
 # ## M-RoPE: three position ids per token
@@ -446,8 +490,9 @@ viz.plot_mrope_positions(position_ids[:, 0], is_image.tolist())
 # %% mystnb={"figure": {"caption": "The record's answer, token by token: each digit is its own token.", "name": "fig-02-answer-tokens"}, "image": {"alt": "The record's target answer drawn as a row of cells, one per token: orange grounding tokens for the object reference and the box, grey cells for the label text, and one grey cell per digit of each coordinate, with the brackets and commas in cells of their own or merged into short punctuation tokens."}}
 answer = data.format_answer(record["objects"])
 answer_ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
-viz.plot_token_strip(decode_each(answer_ids),
-                     title="A box answer, token by token", max_row_chars=60)
+viz.plot_token_strip(
+    decode_each(answer_ids), title="A box answer, token by token", max_row_chars=60
+)
 
 # %% tags=["hide-input"]
 glue("model_answer_tokens", len(answer_ids), display=False)
@@ -471,31 +516,35 @@ glue("model_answer_tokens", len(answer_ids), display=False)
 # %%
 eval_records = [splits["eval"][index] for index in range(4)]
 answers = inference.generate_answers(
-    model, processor, eval_records,
-    max_new_tokens=config.callbacks.max_new_tokens)
+    model, processor, eval_records, max_new_tokens=config.callbacks.max_new_tokens
+)
 parsed = [parsing.parse_box_answer(answer) for answer in answers]
-pd.DataFrame({
-    "why no box": [result.failure_reason or "" for result in parsed],
-    "boxes (box_qwen)": [[box.box_qwen for box in result.boxes]
-                         for result in parsed],
-    "answer begins": [answer[:24] for answer in answers],
-}, index=[record["image_id"] for record in eval_records])
+pd.DataFrame(
+    {
+        "why no box": [result.failure_reason or "" for result in parsed],
+        "boxes (box_qwen)": [[box.box_qwen for box in result.boxes] for result in parsed],
+        "answer begins": [answer[:24] for answer in answers],
+    },
+    index=[record["image_id"] for record in eval_records],
+)
 
 # %% mystnb={"figure": {"caption": "Zero-shot answers: ground truth (solid blue) and any box parsed from the answer (dashed orange).", "name": "fig-02-zero-shot"}, "image": {"alt": "Four evaluation images side by side, each titled with the number of boxes parsed from the model's answer. The true nutrition table is outlined in solid blue and each box the model gave before any fine-tuning in dashed orange."}}
 drawn = []
 for eval_record, result in zip(eval_records, parsed):
     image = eval_record["image"]
-    truth_xyxy = [boxes.convert_hub_box_to_xyxy(box_hub, *image.size)
-                  for box_hub in eval_record["objects"]["bbox"]]
-    predicted_xyxy = [boxes.convert_qwen_box_to_xyxy(box.box_qwen, *image.size)
-                      for box in result.boxes]
+    truth_xyxy = [
+        boxes.convert_hub_box_to_xyxy(box_hub, *image.size)
+        for box_hub in eval_record["objects"]["bbox"]
+    ]
+    predicted_xyxy = [
+        boxes.convert_qwen_box_to_xyxy(box.box_qwen, *image.size) for box in result.boxes
+    ]
     drawn.append(viz.draw_boxes(image, truth_xyxy, predicted_xyxy))
 titles = [f"{len(result.boxes)} box(es) parsed" for result in parsed]
 viz.plot_image_grid(drawn, titles=titles, num_columns=4, figure_size=(8, 3))
 
 # %% tags=["hide-input"]
-glue("model_num_parsed", sum(not result.is_parse_failure for result in parsed),
-     display=False)
+glue("model_num_parsed", sum(not result.is_parse_failure for result in parsed), display=False)
 glue("model_num_answers", len(parsed), display=False)
 
 # %% [markdown]
@@ -506,14 +555,19 @@ glue("model_num_answers", len(parsed), display=False)
 # reliable is what fine-tuning is for.
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 Under `tiny` most answers are expected to parse: the pretrained tiny model answers in the
 grounding format, and boxes the logo as well as the tables, since its pretraining asked for every
 object.
 ```
-""")
-show_profile_note("tiny", """
+""",
+)
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} What the real model does
 :class: tip
 The answers above come from the tiny stand-in. For the real photos, the published zero-shot
@@ -522,7 +576,8 @@ scores a mean IoU of 0.590 and an F1 at IoU 0.5 of 0.654 before any fine-tuning
 {cite}`abdullah2025qwen2vlnutrition`. No such figure is published for Qwen2-VL-2B; the full
 profile runs this page on it.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## Why answers fail to parse
@@ -547,14 +602,18 @@ typical_answers = {
     "corners swapped": "<|box_start|>(560,910),(120,340)<|box_end|>",
     "nothing at all": "",
 }
-typical_parsed = {case: parsing.parse_box_answer(text)
-                  for case, text in typical_answers.items()}
-pd.DataFrame({
-    "boxes": {case: [box.box_qwen for box in result.boxes]
-              for case, result in typical_parsed.items()},
-    "failure reason": {case: (result.failure_reason or "").split(":")[0]
-                       for case, result in typical_parsed.items()},
-})
+typical_parsed = {case: parsing.parse_box_answer(text) for case, text in typical_answers.items()}
+pd.DataFrame(
+    {
+        "boxes": {
+            case: [box.box_qwen for box in result.boxes] for case, result in typical_parsed.items()
+        },
+        "failure reason": {
+            case: (result.failure_reason or "").split(":")[0]
+            for case, result in typical_parsed.items()
+        },
+    }
+)
 
 # %% [markdown]
 # The failures fall into four kinds, each with its own fix:

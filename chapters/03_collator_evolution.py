@@ -36,13 +36,19 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% [markdown]
@@ -122,9 +128,7 @@ pd.DataFrame(
 # turn it belongs to (system, user, assistant), with `collators.find_token_roles`.
 
 # %%
-roles = collators.find_token_roles(
-    batch["input_ids"], batch["attention_mask"], processor.tokenizer
-)
+roles = collators.find_token_roles(batch["input_ids"], batch["attention_mask"], processor.tokenizer)
 
 
 def count_trained_by_role(batch: dict[str, torch.Tensor]) -> Counter:
@@ -139,9 +143,9 @@ def count_trained_by_role(batch: dict[str, torch.Tensor]) -> Counter:
 
 all_positions = Counter(role for row_roles in roles for role in row_roles)
 trained = {"V1": count_trained_by_role(batch)}
-pd.DataFrame(
-    {"positions": all_positions, "V1 trains on": trained["V1"]}
-).reindex(collators.TOKEN_ROLES).fillna(0).astype(int)
+pd.DataFrame({"positions": all_positions, "V1 trains on": trained["V1"]}).reindex(
+    collators.TOKEN_ROLES
+).fillna(0).astype(int)
 
 # %% [markdown]
 # V1 trains on every position: the model is asked to predict padding, every `<|image_pad|>`
@@ -192,16 +196,14 @@ min_pixels, max_pixels = models.get_pixel_budget(processor)
 prompt_only = data.build_conversation(
     record, include_answer=False, min_pixels=min_pixels, max_pixels=max_pixels
 )
-prompt_text = processor.apply_chat_template(
-    prompt_only, tokenize=False, add_generation_prompt=True
-)
+prompt_text = processor.apply_chat_template(prompt_only, tokenize=False, add_generation_prompt=True)
 naive_length = len(
     processor.tokenizer(prompt_text)["input_ids"]
 )  # the image is one <|image_pad|> here
 images, _ = process_vision_info(prompt_only)
-true_length = processor(text=[prompt_text], images=images, return_tensors="pt")[
-    "input_ids"
-].shape[1]  # expanded
+true_length = processor(text=[prompt_text], images=images, return_tensors="pt")["input_ids"].shape[
+    1
+]  # expanded
 glue("naive_prompt_length", naive_length, display=False)
 glue("true_prompt_length", true_length, display=False)
 glue("leaked_prompt_tokens", true_length - naive_length, display=False)
@@ -294,13 +296,9 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 examples = []
 for record in records:
-    conversation = data.build_conversation(
-        record, min_pixels=min_pixels, max_pixels=max_pixels
-    )
+    conversation = data.build_conversation(record, min_pixels=min_pixels, max_pixels=max_pixels)
     images, _ = process_vision_info(conversation)
-    conversation[1]["content"][0] = {
-        "type": "image"
-    }  # TRL fills this placeholder from "images"
+    conversation[1]["content"][0] = {"type": "image"}  # TRL fills this placeholder from "images"
     examples.append(
         {
             "prompt": conversation[:2],
@@ -308,13 +306,11 @@ for record in records:
             "images": images,
         }
     )
-trl_batch = DataCollatorForVisionLanguageModeling(
-    processor=processor, completion_only_loss=True
-)(examples)
+trl_batch = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)(
+    examples
+)
 [
-    processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])[
-        -24:
-    ]
+    processor.tokenizer.decode(row_ids[row_labels != collators.IGNORE_INDEX])[-24:]
     for row_ids, row_labels in zip(trl_batch["input_ids"], trl_batch["labels"])
 ]
 
@@ -332,23 +328,23 @@ vision_token_ids = torch.tensor(
 )
 conversations = []  # fresh ones: TRL's collator fills the placeholders of `examples` in place
 for record in records:
-    conversation = data.build_conversation(
-        record, min_pixels=min_pixels, max_pixels=max_pixels
-    )
+    conversation = data.build_conversation(record, min_pixels=min_pixels, max_pixels=max_pixels)
     images, _ = process_vision_info(conversation)
     conversation[1]["content"][0] = {"type": "image"}
     conversations.append({"messages": conversation, "images": images})
-trl_conversation_batch = DataCollatorForVisionLanguageModeling(processor=processor)(
-    conversations
-)
+trl_conversation_batch = DataCollatorForVisionLanguageModeling(processor=processor)(conversations)
 v2_batch = collators.CollatorV2(processor)(records)
-pd.Series({
-    "vision tokens in input_ids": int(torch.isin(v2_batch["input_ids"], vision_token_ids).sum()),
-    "... in TRL's labels": int(
-        torch.isin(trl_conversation_batch["labels"], vision_token_ids).sum()
-    ),
-    "... in V2's labels": int(torch.isin(v2_batch["labels"], vision_token_ids).sum()),
-})
+pd.Series(
+    {
+        "vision tokens in input_ids": int(
+            torch.isin(v2_batch["input_ids"], vision_token_ids).sum()
+        ),
+        "... in TRL's labels": int(
+            torch.isin(trl_conversation_batch["labels"], vision_token_ids).sum()
+        ),
+        "... in V2's labels": int(torch.isin(v2_batch["labels"], vision_token_ids).sum()),
+    }
+)
 
 # %% [markdown]
 # TRL trains on every vision token of a conversation: the model is asked to predict each

@@ -18,19 +18,27 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 The outputs on this page were produced with the **tiny** profile: the pretrained tiny Qwen2-VL
 ({doc}`../book/tiny_model`), fine-tuned for a few minutes on synthetic images. Its numbers show
@@ -38,15 +46,19 @@ how to run and read the comparison; the full profile's numbers are the ones to q
 profile runs this page on a GPU; its time and memory there are estimated on
 {doc}`the course's cost page <../book/costs>`.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 The outputs on this page were produced with the **full** profile: Qwen2-VL-2B-Instruct and the
 Open Food Facts dataset on a GPU. Its GPU time is an estimate, not a measurement: about 13 minutes
 on an NVIDIA L4 and 7 on an A100, the longest cell (one training run) about 5 minutes on the L4,
 on a card of 12 GB or more. The arithmetic is on {doc}`the course's cost page <../book/costs>`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # **Learning objectives**
@@ -77,8 +89,7 @@ from myst_nb import glue
 
 import vlmlib
 from vlmlib import collators, data, evaluation, models, optimizer_steps, training, viz
-from vlmlib.callbacks import (AnswerLossCallback, GradNormCallback, IoUEvalCallback,
-                               build_callbacks)
+from vlmlib.callbacks import AnswerLossCallback, GradNormCallback, IoUEvalCallback, build_callbacks
 from vlmlib.config import config_to_dict, load_config
 
 vlmlib.quiet_progress_bars()
@@ -86,8 +97,13 @@ STRATEGIES = ("all_tokens", "assistant_only")  # the two named configs compared 
 config = load_config()
 processor = models.load_processor(config)
 splits = data.load_configured_splits(config)
-pd.Series({"profile": config.profile, "training images": len(splits["train"]),
-           "held-out images": len(splits["eval"])})
+pd.Series(
+    {
+        "profile": config.profile,
+        "training images": len(splits["train"]),
+        "held-out images": len(splits["eval"]),
+    }
+)
 
 # %% [markdown]
 # ## One line of difference
@@ -97,8 +113,9 @@ pd.Series({"profile": config.profile, "training images": len(splits["train"]),
 # should be the masking strategy. We check that rather than trust it.
 
 # %%
-settings = pd.DataFrame({name: config_to_dict(load_config(name))["training"]
-                         for name in STRATEGIES}).astype(str)
+settings = pd.DataFrame(
+    {name: config_to_dict(load_config(name))["training"] for name in STRATEGIES}
+).astype(str)
 settings[settings[STRATEGIES[0]] != settings[STRATEGIES[1]]]  # the settings that differ
 
 # %% [markdown]
@@ -114,7 +131,9 @@ first_batch = [splits["train"][index] for index in range(batch_size)]
 num_in_loss = {}
 for strategy in STRATEGIES:
     labels = collators.CollatorV3(processor, mask_strategy=strategy)(first_batch)["labels"]
-    num_in_loss[strategy] = int((labels[:, 1:] != collators.IGNORE_INDEX).sum())  # (batch, seq_len - 1)
+    num_in_loss[strategy] = int(
+        (labels[:, 1:] != collators.IGNORE_INDEX).sum()
+    )  # (batch, seq_len - 1)
 answer_share = num_in_loss["assistant_only"] / num_in_loss["all_tokens"]
 glue("masking_answer_share", f"{answer_share:.0%}", display=False)
 pd.Series(num_in_loss, name="tokens in the loss, first batch")
@@ -143,21 +162,30 @@ pd.Series(num_in_loss, name="tokens in the loss, first batch")
 # %%
 # Overrides shared by both runs. Steps, batch size, learning rate and seed come from the profile.
 budget = {
-    "tiny": ["training.logging_steps=5",            # a point on the curves every 5 steps
-             "callbacks.iou_eval_every_steps=20"],   # held-out IoU every 20 steps
-    "full": ["training.max_steps=60",                # 480 images per run, 2 minutes on an L4
-             "training.logging_steps=10",
-             "callbacks.iou_eval_every_steps=30",    # each IoU point answers the held-out slice
-             "callbacks.iou_eval_num_samples=16"],
+    "tiny": [
+        "training.logging_steps=5",  # a point on the curves every 5 steps
+        "callbacks.iou_eval_every_steps=20",
+    ],  # held-out IoU every 20 steps
+    "full": [
+        "training.max_steps=60",  # 480 images per run, 2 minutes on an L4
+        "training.logging_steps=10",
+        "callbacks.iou_eval_every_steps=30",  # each IoU point answers the held-out slice
+        "callbacks.iou_eval_num_samples=16",
+    ],
 }[config.profile]
 num_eval_images = 64  # scored by both runs at the end: all of tiny's, 64 of full's 123
 run_configs = {strategy: load_config(strategy, overrides=budget) for strategy in STRATEGIES}
 recipe = run_configs[STRATEGIES[0]].training  # the same in both runs but for mask_strategy
 images_per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps
-num_steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(
-    recipe.num_train_epochs * len(splits["train"]) / images_per_step)  # max_steps -1 means "use the epochs"
-print(f"each run: {num_steps} steps of {images_per_step} images "
-      f"({num_steps * images_per_step / len(splits['train']):.2f} epochs)")
+num_steps = (
+    recipe.max_steps
+    if recipe.max_steps > 0
+    else math.ceil(recipe.num_train_epochs * len(splits["train"]) / images_per_step)
+)  # max_steps -1 means "use the epochs"
+print(
+    f"each run: {num_steps} steps of {images_per_step} images "
+    f"({num_steps * images_per_step / len(splits['train']):.2f} epochs)"
+)
 print(f"learning rate {recipe.learning_rate:g} ({recipe.lr_scheduler_type}), seed {recipe.seed}")
 
 # %% [markdown]
@@ -180,11 +208,16 @@ num_heldout = run_configs[STRATEGIES[0]].callbacks.iou_eval_num_samples
 heldout_records = [splits["eval"][index] for index in range(num_heldout)]
 answer_collator = collators.CollatorV3(processor, mask_strategy="assistant_only")
 eval_batch_size = config.training.per_device_eval_batch_size
-heldout_batches = [answer_collator(heldout_records[start:start + eval_batch_size])
-                   for start in range(0, num_heldout, eval_batch_size)]
-num_answer_tokens = sum(int((batch["labels"][:, 1:] != collators.IGNORE_INDEX).sum())
-                        for batch in heldout_batches)
-print(f"{num_heldout} held-out images, {num_answer_tokens} answer tokens, measured every logging step")
+heldout_batches = [
+    answer_collator(heldout_records[start : start + eval_batch_size])
+    for start in range(0, num_heldout, eval_batch_size)
+]
+num_answer_tokens = sum(
+    int((batch["labels"][:, 1:] != collators.IGNORE_INDEX).sum()) for batch in heldout_batches
+)
+print(
+    f"{num_heldout} held-out images, {num_answer_tokens} answer tokens, measured every logging step"
+)
 
 # %% [markdown]
 # The same held-out images also feed `IoUEvalCallback` (chapter 5), which generates answers and
@@ -199,16 +232,23 @@ print(f"{num_heldout} held-out images, {num_answer_tokens} answer tokens, measur
 # Each run has a cell of its own, because a notebook cell has a time limit when the book is built
 # (15 minutes) and a run under `full` takes minutes.
 
+
 # %%
 def train_with_strategy(strategy: str, output_dir: Path) -> training.AnswerLossSFTTrainer:
     """Train a fresh copy of the model with one masking strategy; return the trainer."""
     run_config = run_configs[strategy]
     model = models.load_model(run_config)
     callbacks = build_callbacks(run_config, processor, heldout_records)
-    callbacks.append(AnswerLossCallback(heldout_batches, training.compute_answer_loss,
-                                        every_steps=run_config.training.logging_steps))
-    trainer = training.build_trainer(run_config, model, processor, splits["train"], callbacks,
-                                     output_dir / strategy)
+    callbacks.append(
+        AnswerLossCallback(
+            heldout_batches,
+            training.compute_answer_loss,
+            every_steps=run_config.training.logging_steps,
+        )
+    )
+    trainer = training.build_trainer(
+        run_config, model, processor, splits["train"], callbacks, output_dir / strategy
+    )
     for callback in callbacks:
         if isinstance(callback, IoUEvalCallback):
             callback.attach(trainer)  # so its scores are logged like the loss
@@ -223,8 +263,9 @@ trainers = {"all_tokens": train_with_strategy("all_tokens", Path(checkpoint_dir.
 # %% tags=["hide-output"]
 trainers["assistant_only"] = train_with_strategy("assistant_only", Path(checkpoint_dir.name))
 checkpoint_dir.cleanup()
-histories = {strategy: pd.DataFrame(trainer.state.log_history)
-             for strategy, trainer in trainers.items()}
+histories = {
+    strategy: pd.DataFrame(trainer.state.log_history) for strategy, trainer in trainers.items()
+}
 
 # %% [markdown]
 # The log of each run (folded above) has one line per logging step. From here on we read the logs
@@ -239,11 +280,22 @@ histories = {strategy: pd.DataFrame(trainer.state.log_history)
 # %% mystnb={"figure": {"caption": "Top: training loss, each run on its own trained tokens. Bottom: loss on the answer tokens of held-out images, the same tokens for both runs.", "name": "fig-04-loss-curves"}, "image": {"alt": "Two line charts against training step, one line per masking strategy: the training loss of each run on its own tokens, and below it the loss on the answer tokens of held-out images"}}
 figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
 top, bottom = figure.subplots(2, 1)
-viz.plot_loss_curves(histories, "loss", ylabel="loss per trained token (nats)",
-                     title="Training loss (own tokens)", ax=top)
-viz.plot_loss_curves(histories, "eval_answer_loss", ylabel="loss per answer token (nats)",
-                     title="Held-out loss on the answer", ax=bottom)
+viz.plot_loss_curves(
+    histories,
+    "loss",
+    ylabel="loss per trained token (nats)",
+    title="Training loss (own tokens)",
+    ax=top,
+)
+viz.plot_loss_curves(
+    histories,
+    "eval_answer_loss",
+    ylabel="loss per answer token (nats)",
+    title="Held-out loss on the answer",
+    ax=bottom,
+)
 figure
+
 
 # %% tags=["hide-input"]
 def last_value(metric: str) -> dict[str, float]:
@@ -280,29 +332,53 @@ for strategy in STRATEGIES:
 # %% mystnb={"figure": {"caption": "Top: gradient norm before clipping. Bottom: the fraction of steps since the previous log whose gradient was clipped.", "name": "fig-04-gradient-norms"}, "image": {"alt": "Two line charts against training step, one line per masking strategy: the gradient norm before clipping, and below it the fraction of steps whose gradient was clipped"}}
 figure = viz.new_figure((viz.FIGURE_SIZE[0], 2 * viz.FIGURE_SIZE[1]))
 top, bottom = figure.subplots(2, 1)
-viz.plot_loss_curves(histories, "grad_norm", ylabel="L2 norm of the LoRA gradients",
-                     title="Gradient norm before clipping", ax=top)
-viz.plot_loss_curves(histories, "clipped_fraction", ylabel="fraction of steps clipped (0 to 1)",
-                     title="Clipping since the previous log", ax=bottom)
+viz.plot_loss_curves(
+    histories,
+    "grad_norm",
+    ylabel="L2 norm of the LoRA gradients",
+    title="Gradient norm before clipping",
+    ax=top,
+)
+viz.plot_loss_curves(
+    histories,
+    "clipped_fraction",
+    ylabel="fraction of steps clipped (0 to 1)",
+    title="Clipping since the previous log",
+    ax=bottom,
+)
 figure
+
 
 # %% tags=["hide-input"]
 def fraction_clipped(trainer: training.AnswerLossSFTTrainer) -> float:
-    """Return the fraction of all optimizer steps whose gradient was clipped (GradNormCallback's record)."""
-    callback = next(item for item in trainer.callback_handler.callbacks if isinstance(item, GradNormCallback))
+    """Return the share of optimizer steps with a clipped gradient (GradNormCallback's record)."""
+    callback = next(
+        item for item in trainer.callback_handler.callbacks if isinstance(item, GradNormCallback)
+    )
     return sum(callback.clipped) / len(callback.clipped)
 
 
-gradient_summary = pd.DataFrame({
-    name: {"mean gradient norm": histories[name]["grad_norm"].mean(),
-           "last gradient norm": histories[name]["grad_norm"].dropna().iloc[-1],
-           "steps clipped": fraction_clipped(trainer)}
-    for name, trainer in trainers.items()})
+gradient_summary = pd.DataFrame(
+    {
+        name: {
+            "mean gradient norm": histories[name]["grad_norm"].mean(),
+            "last gradient norm": histories[name]["grad_norm"].dropna().iloc[-1],
+            "steps clipped": fraction_clipped(trainer),
+        }
+        for name, trainer in trainers.items()
+    }
+)
 for strategy in STRATEGIES:
-    glue(f"masking_mean_norm_{strategy}",
-         f"{gradient_summary.loc['mean gradient norm', strategy]:.3f}", display=False)
-    glue(f"masking_clipped_{strategy}",
-         f"{gradient_summary.loc['steps clipped', strategy]:.0%}", display=False)
+    glue(
+        f"masking_mean_norm_{strategy}",
+        f"{gradient_summary.loc['mean gradient norm', strategy]:.3f}",
+        display=False,
+    )
+    glue(
+        f"masking_clipped_{strategy}",
+        f"{gradient_summary.loc['steps clipped', strategy]:.0%}",
+        display=False,
+    )
 glue("masking_max_grad_norm", f"{recipe.max_grad_norm:g}", display=False)
 gradient_summary.round(3)
 
@@ -342,10 +418,15 @@ gradient_summary.round(3)
 
 # %%
 step_model = trainers["assistant_only"].model.train()  # dropout on, as in training
-step_batches = {strategy: {key: value.to(step_model.device) for key, value in
-                           collators.CollatorV3(processor, mask_strategy=strategy)(first_batch[:1])
-                           .items()}
-                for strategy in STRATEGIES}  # one record: the same input_ids, two sets of labels
+step_batches = {
+    strategy: {
+        key: value.to(step_model.device)
+        for key, value in collators.CollatorV3(processor, mask_strategy=strategy)(
+            first_batch[:1]
+        ).items()
+    }
+    for strategy in STRATEGIES
+}  # one record: the same input_ids, two sets of labels
 
 
 def loss_on(strategy: str) -> optimizer_steps.LossFunction:
@@ -355,18 +436,23 @@ def loss_on(strategy: str) -> optimizer_steps.LossFunction:
 
 optimizers = {
     "SGD": lambda parameters: torch.optim.SGD(parameters, lr=recipe.learning_rate),
-    "AdamW": lambda parameters: torch.optim.AdamW(parameters, lr=recipe.learning_rate,
-                                                  weight_decay=recipe.weight_decay),
+    "AdamW": lambda parameters: torch.optim.AdamW(
+        parameters, lr=recipe.learning_rate, weight_decay=recipe.weight_decay
+    ),
 }
 update_norms = optimizer_steps.compare_update_norms(
-    step_model, loss_on("assistant_only"), optimizers, loss_scale=answer_share, num_steps=3,
-    seed=recipe.seed)
+    step_model,
+    loss_on("assistant_only"),
+    optimizers,
+    loss_scale=answer_share,
+    num_steps=3,
+    seed=recipe.seed,
+)
 update_norms.map(lambda value: f"{value:.3g}")
 
 # %% tags=["hide-input"]
 glue("masking_sgd_ratio", f"{update_norms.loc['SGD', 'ratio (w*L over L)']:.0%}", display=False)
-glue("masking_adamw_ratio", f"{update_norms.loc['AdamW', 'ratio (w*L over L)']:.0%}",
-     display=False)
+glue("masking_adamw_ratio", f"{update_norms.loc['AdamW', 'ratio (w*L over L)']:.0%}", display=False)
 
 # %% [markdown]
 # SGD's step on $w L$ is {glue:text}`masking_sgd_ratio` of its step on $L$, about $w$; AdamW's is
@@ -382,16 +468,24 @@ glue("masking_adamw_ratio", f"{update_norms.loc['AdamW', 'ratio (w*L over L)']:.
 # cosine of the angle between them (1: the same direction, 0: unrelated):
 
 # %%
-gradients = {strategy: optimizer_steps.compute_flat_gradient(step_model, loss_on(strategy),
-                                                             seed=recipe.seed)
-             for strategy in STRATEGIES}
-cosine = torch.nn.functional.cosine_similarity(gradients["all_tokens"],
-                                               gradients["assistant_only"], dim=0)
+gradients = {
+    strategy: optimizer_steps.compute_flat_gradient(step_model, loss_on(strategy), seed=recipe.seed)
+    for strategy in STRATEGIES
+}
+cosine = torch.nn.functional.cosine_similarity(
+    gradients["all_tokens"], gradients["assistant_only"], dim=0
+)
 glue("masking_gradient_cosine", f"{float(cosine):.2f}", display=False)
-pd.Series({**{f"gradient norm, {strategy} loss": float(gradient.norm())
-              for strategy, gradient in gradients.items()},
-           "max_grad_norm": recipe.max_grad_norm,
-           "cosine between the two gradients": float(cosine)}).round(3)
+pd.Series(
+    {
+        **{
+            f"gradient norm, {strategy} loss": float(gradient.norm())
+            for strategy, gradient in gradients.items()
+        },
+        "max_grad_norm": recipe.max_grad_norm,
+        "cosine between the two gradients": float(cosine),
+    }
+).round(3)
 
 # %% [markdown]
 # The cosine is {glue:text}`masking_gradient_cosine`. The further it is below 1, the more of each
@@ -413,14 +507,16 @@ pd.Series({**{f"gradient norm, {strategy} loss": float(gradient.norm())
 eval_split = splits["eval"].select(range(min(num_eval_images, len(splits["eval"]))))
 reports = {}
 for strategy, trainer in trainers.items():
-    reports[strategy], _ = evaluation.evaluate_model(trainer.model, processor, eval_split,
-                                                     run_configs[strategy])
+    reports[strategy], _ = evaluation.evaluate_model(
+        trainer.model, processor, eval_split, run_configs[strategy]
+    )
 columns = ["images", "parse failure rate", "mean IoU", "precision@0.5", "recall@0.5", "F1@0.5"]
 evaluation.compare_reports(reports)[columns].round(3)
 
 # %% mystnb={"figure": {"caption": "Mean IoU on the held-out slice while training (IoUEvalCallback); a parse failure counts as IoU 0.", "name": "fig-04-heldout-iou"}, "image": {"alt": "A line chart of mean IoU on the held-out slice against training step, one line per masking strategy"}}
-viz.plot_loss_curves(histories, "eval_mean_iou", ylabel="mean IoU (0 to 1)",
-                     title="Held-out IoU while training")
+viz.plot_loss_curves(
+    histories, "eval_mean_iou", ylabel="mean IoU (0 to 1)", title="Held-out IoU while training"
+)
 
 # %% tags=["hide-input"]
 # Both runs answered the same images in the same order, so the IoUs pair up image by image.
@@ -458,11 +554,13 @@ glue("masking_curve_step", f"{1 / num_heldout:.3g}", display=False)
 # IoU difference with its standard error ({glue:text}`masking_standard_error`). Side by side:
 
 # %%
-conclusion = pd.DataFrame({  # one row per run, in the order all_tokens, assistant_only
-    "held-out answer loss (nats per token)": answer_loss,
-    "mean IoU": {name: report.mean_iou for name, report in reports.items()},
-    "parse failure rate": {name: report.parse_failure_rate for name, report in reports.items()},
-})
+conclusion = pd.DataFrame(
+    {  # one row per run, in the order all_tokens, assistant_only
+        "held-out answer loss (nats per token)": answer_loss,
+        "mean IoU": {name: report.mean_iou for name, report in reports.items()},
+        "parse failure rate": {name: report.parse_failure_rate for name, report in reports.items()},
+    }
+)
 conclusion.loc["assistant_only minus all_tokens"] = conclusion.diff().iloc[-1]
 conclusion.round(3)
 
@@ -481,7 +579,9 @@ conclusion.round(3)
 # ```
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} What the real model does
 :class: tip
 The runs on this page are minutes of the tiny stand-in on synthetic labels. The published
@@ -491,7 +591,8 @@ a mean IoU of 0.771 and an F1 at IoU 0.5 of 0.893; with the loss on every token,
 {cite}`abdullah2025qwen2vlnutrition`. That is one result per strategy too, with no spread
 reported. No such comparison is published for Qwen2-VL-2B; the full profile runs this page on it.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## Summary

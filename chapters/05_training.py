@@ -46,13 +46,19 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% [markdown]
@@ -94,15 +100,19 @@ vlmlib.quiet_progress_bars()
 #   before the last one, so it re-runs save_steps steps.
 budget = {
     "tiny": ["callbacks.iou_eval_every_steps=20", "training.save_steps=20"],
-    "full": ["training.max_steps=100", "callbacks.iou_eval_every_steps=25",
-             "callbacks.iou_eval_num_samples=16", "training.save_steps=25"],
+    "full": [
+        "training.max_steps=100",
+        "callbacks.iou_eval_every_steps=25",
+        "callbacks.iou_eval_num_samples=16",
+        "training.save_steps=25",
+    ],
 }[get_profile()]
-config = load_config("assistant_only",
-                     overrides=[*budget, "training.output_dir=outputs/chapter05"])
+config = load_config("assistant_only", overrides=[*budget, "training.output_dir=outputs/chapter05"])
 # The loss timing below runs in eval mode, which also switches activation checkpointing off: on a
 # GPU one example keeps its activations well inside a 16 GB card, four would not (book/costs.md).
-num_timing_records = {"tiny": config.training.per_device_train_batch_size,
-                      "full": 1}[config.profile]
+num_timing_records = {"tiny": config.training.per_device_train_batch_size, "full": 1}[
+    config.profile
+]
 glue("training_profile", config.profile, display=False)
 budget
 
@@ -144,9 +154,11 @@ print(yaml.safe_dump(sections, sort_keys=False))
 # %%
 model, processor = models.load_model_and_processor(config)
 splits = data.load_configured_splits(config)
-linear_shapes = {name: (module.in_features, module.out_features)  # (in, out) per linear layer
-                 for name, module in model.named_modules()
-                 if isinstance(module, torch.nn.Linear)}
+linear_shapes = {
+    name: (module.in_features, module.out_features)  # (in, out) per linear layer
+    for name, module in model.named_modules()
+    if isinstance(module, torch.nn.Linear)
+}
 base_counts = models.count_parameters(model)
 f"{len(linear_shapes)} linear layers; {base_counts.total:,} parameters in all"
 
@@ -155,17 +167,23 @@ f"{len(linear_shapes)} linear layers; {base_counts.total:,} parameters in all"
 # `vlmlib` before building any of them. PEFT matches a layer when the whole name fits the pattern
 # (`re.fullmatch`), so we do the same.
 
+
 # %%
 def count_lora_parameters(lora_config_name: str) -> dict[str, object]:
     """Return a named LoRA config's rank, targets and trainable parameters, from sizes alone."""
     named = load_config(lora_config_name, profile=config.profile)
     pattern = models.build_lora_config(named).target_modules
     adapted = [shape for name, shape in linear_shapes.items() if re.fullmatch(pattern, name)]
-    num_trainable = sum(named.lora.r * (in_features + out_features)
-                        for in_features, out_features in adapted)
-    return {"r": named.lora.r, "vision tower": named.lora.train_vision,
-            "adapted layers": len(adapted), "trainable parameters": num_trainable,
-            "% of the model": 100 * num_trainable / base_counts.total}
+    num_trainable = sum(
+        named.lora.r * (in_features + out_features) for in_features, out_features in adapted
+    )
+    return {
+        "r": named.lora.r,
+        "vision tower": named.lora.train_vision,
+        "adapted layers": len(adapted),
+        "trainable parameters": num_trainable,
+        "% of the model": 100 * num_trainable / base_counts.total,
+    }
 
 
 lora_names = ("lightweight", "assistant_only", "aggressive")
@@ -182,9 +200,13 @@ peft_counts = models.count_parameters(model)
 glue("trainable_parameters", f"{peft_counts.trainable:,}", display=False)
 glue("trainable_percent", f"{100 * peft_counts.trainable / peft_counts.total:.2f}", display=False)
 glue("lora_rank", config.lora.r, display=False)
-pd.Series({"trainable (PEFT)": peft_counts.trainable,
-           "trainable (r * (in + out))": lora_choices.loc["assistant_only", "trainable parameters"],
-           "frozen": peft_counts.total - peft_counts.trainable})
+pd.Series(
+    {
+        "trainable (PEFT)": peft_counts.trainable,
+        "trainable (r * (in + out))": lora_choices.loc["assistant_only", "trainable parameters"],
+        "frozen": peft_counts.total - peft_counts.trainable,
+    }
+)
 
 # %% [markdown]
 # PEFT trains {glue:text}`trainable_parameters` parameters, {glue:text}`trainable_percent`% of the
@@ -193,9 +215,12 @@ pd.Series({"trainable (PEFT)": peft_counts.trainable,
 # {numref}`fig-05-lora-update` draws one of them, the first layer's `up_proj`, at its real shape:
 
 # %% mystnb={"figure": {"caption": "LoRA on one MLP projection of the loaded model: the frozen W beside the two thin matrices that train. B starts at zero, so W + (alpha / r) BA starts equal to W.", "name": "fig-05-lora-update"}, "image": {"alt": "A tall grey rectangle W, a plus sign and alpha over r, then a tall thin orange rectangle B and a short flat blue rectangle A, each labelled with its shape"}}
-lora_layer = next(name for name in linear_shapes
-                  if re.fullmatch(models.build_lora_config(config).target_modules, name)
-                  and name.endswith("mlp.up_proj"))
+lora_layer = next(
+    name
+    for name in linear_shapes
+    if re.fullmatch(models.build_lora_config(config).target_modules, name)
+    and name.endswith("mlp.up_proj")
+)
 viz.plot_lora_update(lora_layer, *linear_shapes[lora_layer], config.lora.r, config.lora.alpha)
 
 # %% [markdown]
@@ -276,10 +301,19 @@ viz.plot_lora_update(lora_layer, *linear_shapes[lora_layer], config.lora.r, conf
 # callbacks:
 
 # %%
-trainer = training.build_trainer(config, model, processor, splits["train"],
-                                 output_dir="outputs/chapter05_timing")
-shown = ("max_length", "remove_unused_columns", "dataset_kwargs", "learning_rate",
-         "per_device_train_batch_size", "max_steps", "use_cpu", "bf16")
+trainer = training.build_trainer(
+    config, model, processor, splits["train"], output_dir="outputs/chapter05_timing"
+)
+shown = (
+    "max_length",
+    "remove_unused_columns",
+    "dataset_kwargs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "max_steps",
+    "use_cpu",
+    "bf16",
+)
 pd.Series({name: getattr(trainer.args, name) for name in shown})
 
 # %% [markdown]
@@ -307,12 +341,14 @@ pd.Series({name: getattr(trainer.args, name) for name in shown})
 from trl import SFTTrainer
 
 timing_records = [splits["train"][index] for index in range(num_timing_records)]
-batch = {key: value.to(model.device)  # the collator builds on the CPU, the model may be on a GPU
-         for key, value in trainer.data_collator(timing_records).items()}
+batch = {
+    key: value.to(model.device)  # the collator builds on the CPU, the model may be on a GPU
+    for key, value in trainer.data_collator(timing_records).items()
+}
 model.eval()  # no LoRA dropout: both losses see the same network
 
 
-def time_training_step(compute_loss) -> tuple[float, float]:
+def time_training_step(compute_loss, model, batch) -> tuple[float, float]:
     """Return (seconds, loss) of one forward + backward pass of `compute_loss(model, batch)`."""
     started = time.perf_counter()
     loss = compute_loss(model, dict(batch))  # a copy: TRL adds keys to the dict it is given
@@ -322,13 +358,17 @@ def time_training_step(compute_loss) -> tuple[float, float]:
     return seconds, loss.item()
 
 
-def trl_loss(model, batch):
+def trl_loss(model, batch, trainer=trainer):
     return SFTTrainer.compute_loss(trainer, model, batch)  # the parent class's loss, on our trainer
 
 
-step_times = pd.DataFrame({"TRL's default loss": time_training_step(trl_loss),
-                           "answer-only projection": time_training_step(trainer.compute_loss)},
-                          index=["seconds per step", "loss"]).T
+step_times = pd.DataFrame(
+    {
+        "TRL's default loss": time_training_step(trl_loss, model, batch),
+        "answer-only projection": time_training_step(trainer.compute_loss, model, batch),
+    },
+    index=["seconds per step", "loss"],
+).T
 step_times.round({"seconds per step": 2})
 
 # %%
@@ -342,9 +382,14 @@ glue("num_positions", f"{num_positions:,}", display=False)
 glue("num_labelled", f"{num_labelled:,}", display=False)
 glue("loss_speedup", f"{trl_seconds / ours_seconds:.1f}", display=False)
 glue("loss_difference", f"{loss_difference:.1e}", display=False)
-pd.Series({"positions in the batch": num_positions, "positions with a label": num_labelled,
-           "logits, TRL's loss": num_positions * vocabulary_size,
-           "logits, answer-only": num_labelled * vocabulary_size})
+pd.Series(
+    {
+        "positions in the batch": num_positions,
+        "positions with a label": num_labelled,
+        "logits, TRL's loss": num_positions * vocabulary_size,
+        "logits, answer-only": num_labelled * vocabulary_size,
+    }
+)
 
 # %% [markdown]
 # The batch has {glue:text}`num_positions` positions, of which {glue:text}`num_labelled` carry a
@@ -381,30 +426,41 @@ pd.Series({"positions in the batch": num_positions, "positions with a label": nu
 # checkpointing), from the arithmetic of `benchmarks/estimate_costs.py`: an estimate, not a
 # measurement.
 
+
 # %%
-def run_training_forward():
+def run_training_forward(trainer=trainer, model=model, batch=batch):
     return trainer.compute_loss(model, dict(batch))  # the loss the trainer uses, no backward
 
 
 activation_bytes = costs.measure_activation_bytes(model, run_training_forward)
 measured = costs.count_training_memory(model, activation_bytes)
 full_config = load_config("assistant_only", profile="full")
-full_estimate = costs.estimate_costs(full_config, costs.QWEN2_VL_2B_SIZES,
-                                     full_config.training.per_device_train_batch_size)
+full_estimate = costs.estimate_costs(
+    full_config, costs.QWEN2_VL_2B_SIZES, full_config.training.per_device_train_batch_size
+)
 estimated = costs.summarise_estimate_memory(full_estimate)
-pd.DataFrame({"this page's model (MB)": pd.Series(measured.parts) / 1e6,
-              "Qwen2-VL-2B, full recipe (GB, estimate)": pd.Series(estimated.parts) / 1e9}).round(3)
+pd.DataFrame(
+    {
+        "this page's model (MB)": pd.Series(measured.parts) / 1e6,
+        "Qwen2-VL-2B, full recipe (GB, estimate)": pd.Series(estimated.parts) / 1e9,
+    }
+).round(3)
 
 # %% mystnb={"figure": {"caption": "Memory of one training step by kind: counted and measured on this page's model (left), estimated by arithmetic for Qwen2-VL-2B under the full profile (right).", "name": "fig-05-memory"}, "image": {"alt": "Two horizontal bar charts of memory by kind (frozen weights, LoRA adapters, gradients, AdamW moments, activations), one for this page's model in megabytes, one for the 2B model's estimate in gigabytes"}}
-viz.plot_memory_breakdown({
-    f"this page's model, batch of {len(timing_records)} (counted)": measured.parts,
-    "Qwen2-VL-2B, full recipe, batch of 4 (estimate)": estimated.parts,
-})
+viz.plot_memory_breakdown(
+    {
+        f"this page's model, batch of {len(timing_records)} (counted)": measured.parts,
+        "Qwen2-VL-2B, full recipe, batch of 4 (estimate)": estimated.parts,
+    }
+)
 
 # %% tags=["remove-cell"]
 trained_parts = measured.adapters + measured.gradients + measured.optimizer_state
-num_2b_weights = (full_estimate.lm_linear_parameters + full_estimate.vision_linear_parameters
-                  + full_estimate.unquantised_parameters)
+num_2b_weights = (
+    full_estimate.lm_linear_parameters
+    + full_estimate.vision_linear_parameters
+    + full_estimate.unquantised_parameters
+)
 glue("memory_total_mb", f"{measured.total / 1e6:.1f}", display=False)
 glue("memory_trained_percent", f"{100 * trained_parts / measured.total:.0f}", display=False)
 glue("memory_activation_mb", f"{measured.activations / 1e6:.1f}", display=False)
@@ -412,11 +468,19 @@ glue("memory_2b_total_gb", f"{estimated.total / 1e9:.1f}", display=False)
 glue("memory_2b_weights_gb", f"{estimated.frozen_weights / 1e9:.1f}", display=False)
 glue("memory_2b_full_finetune_gb", f"{16 * num_2b_weights / 1e9:.0f}", display=False)
 glue("memory_2b_activations_gb", f"{estimated.activations / 1e9:.1f}", display=False)
-without_checkpointing = costs.summarise_estimate_memory(costs.estimate_costs(
-    full_config, costs.QWEN2_VL_2B_SIZES, full_config.training.per_device_train_batch_size,
-    is_checkpointing=False))
-glue("memory_2b_activations_unchecked_gb", f"{without_checkpointing.activations / 1e9:.1f}",
-     display=False)
+without_checkpointing = costs.summarise_estimate_memory(
+    costs.estimate_costs(
+        full_config,
+        costs.QWEN2_VL_2B_SIZES,
+        full_config.training.per_device_train_batch_size,
+        is_checkpointing=False,
+    )
+)
+glue(
+    "memory_2b_activations_unchecked_gb",
+    f"{without_checkpointing.activations / 1e9:.1f}",
+    display=False,
+)
 glue("memory_2b_total_unchecked_gb", f"{without_checkpointing.total / 1e9:.1f}", display=False)
 
 # %% [markdown]
@@ -478,12 +542,15 @@ from vlmlib.sources import resolve_sources
 
 compute_dtype = models.resolve_compute_dtype(config)  # bf16 (fp16 on a T4); float32 on tiny
 quantization_config = BitsAndBytesConfig(
-    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    load_in_4bit=True,
+    bnb_4bit_quant_type="nf4",
+    bnb_4bit_use_double_quant=True,
     bnb_4bit_compute_dtype=compute_dtype,
 )
 model = Qwen2VLForConditionalGeneration.from_pretrained(
     resolve_sources(config).model,  # the Hub id, or the tiny model's folder
-    dtype=compute_dtype, attn_implementation=config.model.attn_implementation,
+    dtype=compute_dtype,
+    attn_implementation=config.model.attn_implementation,
     quantization_config=quantization_config if config.model.load_in_4bit else None,
     device_map=models.get_device_map(config),  # this process's GPU; None on the CPU
 )
@@ -504,9 +571,12 @@ if config.model.load_in_4bit:  # float32 norms, frozen base; the trainer does ch
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 targets = "|".join(config.lora.target_modules)  # q_proj|k_proj|...|down_proj
 lora_config = LoraConfig(
-    r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+    r=config.lora.r,
+    lora_alpha=config.lora.alpha,
+    lora_dropout=config.lora.dropout,
     target_modules=rf".*language_model\.layers\.\d+\..*\.({targets})",
-    bias="none", task_type="CAUSAL_LM",
+    bias="none",
+    task_type="CAUSAL_LM",
 )
 set_seed(config.training.seed)  # A starts random: seed it, so that reruns and resumes agree
 with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 renamed: noise only
@@ -523,24 +593,40 @@ from trl import SFTConfig
 recipe, on_cpu = config.training, models.resolve_device(config).type == "cpu"
 run_dir = Path(recipe.output_dir)
 sft_config = SFTConfig(
-    output_dir=str(run_dir), max_steps=recipe.max_steps, num_train_epochs=recipe.num_train_epochs,
+    output_dir=str(run_dir),
+    max_steps=recipe.max_steps,
+    num_train_epochs=recipe.num_train_epochs,
     per_device_train_batch_size=recipe.per_device_train_batch_size,
     per_device_eval_batch_size=recipe.per_device_eval_batch_size,
     gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-    learning_rate=recipe.learning_rate, lr_scheduler_type=recipe.lr_scheduler_type,
+    learning_rate=recipe.learning_rate,
+    lr_scheduler_type=recipe.lr_scheduler_type,
     warmup_steps=recipe.warmup_ratio,  # transformers 5 reads a float below 1 as a fraction
-    weight_decay=recipe.weight_decay, max_grad_norm=recipe.max_grad_norm,
-    logging_steps=recipe.logging_steps, logging_first_step=True, report_to=recipe.report_to,
-    save_strategy="steps", save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
-    eval_strategy="steps" if recipe.eval_steps else "no", eval_steps=recipe.eval_steps,
-    prediction_loss_only=True, seed=recipe.seed, data_seed=recipe.seed,
-    use_cpu=on_cpu, bf16=not on_cpu and compute_dtype == torch.bfloat16,
+    weight_decay=recipe.weight_decay,
+    max_grad_norm=recipe.max_grad_norm,
+    logging_steps=recipe.logging_steps,
+    logging_first_step=True,
+    report_to=recipe.report_to,
+    save_strategy="steps",
+    save_steps=recipe.save_steps,
+    save_total_limit=recipe.save_total_limit,
+    eval_strategy="steps" if recipe.eval_steps else "no",
+    eval_steps=recipe.eval_steps,
+    prediction_loss_only=True,
+    seed=recipe.seed,
+    data_seed=recipe.seed,
+    use_cpu=on_cpu,
+    bf16=not on_cpu and compute_dtype == torch.bfloat16,
     fp16=not on_cpu and compute_dtype == torch.float16,
-    dataloader_num_workers=recipe.dataloader_num_workers, ddp_find_unused_parameters=False,
+    dataloader_num_workers=recipe.dataloader_num_workers,
+    ddp_find_unused_parameters=False,
     disable_tqdm=config.callbacks.console_log,  # ConsoleLogCallback prints a line per log instead
-    gradient_checkpointing=False, activation_checkpointing=recipe.gradient_checkpointing,
+    gradient_checkpointing=False,
+    activation_checkpointing=recipe.gradient_checkpointing,
     activation_checkpointing_kwargs={"use_reentrant": False},
-    max_length=None, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+    max_length=None,
+    remove_unused_columns=False,
+    dataset_kwargs={"skip_prepare_dataset": True},
 )
 
 # %% [markdown]
@@ -557,17 +643,30 @@ from vlmlib.collators import CollatorV3
 
 heldout = [splits["eval"][index] for index in range(config.callbacks.iou_eval_num_samples)]
 iou_callback = IoUEvalCallback(
-    heldout, processor, config.callbacks.iou_eval_every_steps, config.data.prompt,
-    config.data.system_message, config.callbacks.max_new_tokens, recipe.per_device_eval_batch_size,
+    heldout,
+    processor,
+    config.callbacks.iou_eval_every_steps,
+    config.data.prompt,
+    config.data.system_message,
+    config.callbacks.max_new_tokens,
+    recipe.per_device_eval_batch_size,
 )
-collator = CollatorV3(processor, config.data.prompt, config.data.system_message,
-                      mask_strategy=recipe.mask_strategy)
+collator = CollatorV3(
+    processor, config.data.prompt, config.data.system_message, mask_strategy=recipe.mask_strategy
+)
 trainer = training.AnswerLossSFTTrainer(
-    model=model, args=sft_config, train_dataset=splits["train"],
+    model=model,
+    args=sft_config,
+    train_dataset=splits["train"],
     eval_dataset=splits["eval"] if recipe.eval_steps else None,
-    data_collator=collator, processing_class=processor,
-    callbacks=[GradNormCallback(), iou_callback, ConsoleLogCallback(),
-               training.KeepVisionTowerOutOfBackwardCallback()],  # frozen tower: no backward
+    data_collator=collator,
+    processing_class=processor,
+    callbacks=[
+        GradNormCallback(),
+        iou_callback,
+        ConsoleLogCallback(),
+        training.KeepVisionTowerOutOfBackwardCallback(),
+    ],  # frozen tower: no backward
 )
 trainer.remove_callback(PrinterCallback)  # ConsoleLogCallback prints the same logs, one line each
 iou_callback.attach(trainer)
@@ -582,9 +681,13 @@ training.save_run(trainer, processor, config, run_dir)  # adapter, processor, co
 # %%
 vlmlib_lora_config = models.build_lora_config(config)
 vlmlib_lora_config.base_model_name_or_path = lora_config.base_model_name_or_path
-pd.Series({"SFTConfig": sft_config.to_dict() == training.build_sft_config(config).to_dict(),
-           "LoraConfig": lora_config.to_dict() == vlmlib_lora_config.to_dict()},
-          name="same as vlmlib's")
+pd.Series(
+    {
+        "SFTConfig": sft_config.to_dict() == training.build_sft_config(config).to_dict(),
+        "LoraConfig": lora_config.to_dict() == vlmlib_lora_config.to_dict(),
+    },
+    name="same as vlmlib's",
+)
 
 # %% [markdown]
 # The log history holds one row per logging step (loss, gradient norms, learning rate), with the IoU
@@ -592,8 +695,16 @@ pd.Series({"SFTConfig": sft_config.to_dict() == training.build_sft_config(config
 
 # %%
 history = pd.DataFrame(trainer.state.log_history)
-columns = ["step", "loss", "grad_norm", "grad_norm_applied", "clipped_fraction", "learning_rate",
-           "eval_mean_iou", "eval_parse_failure_rate"]
+columns = [
+    "step",
+    "loss",
+    "grad_norm",
+    "grad_norm_applied",
+    "clipped_fraction",
+    "learning_rate",
+    "eval_mean_iou",
+    "eval_parse_failure_rate",
+]
 logged = [column for column in columns if column in history]
 history[logged].dropna(how="all", subset=logged[1:]).round(4)
 
@@ -623,7 +734,9 @@ glue("clipped_share", f"{history['clipped_fraction'].dropna().mean():.0%}", disp
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} What the real model does
 :class: tip
 These curves come from the tiny stand-in on synthetic labels. The published runs on the real
@@ -633,7 +746,8 @@ validation images {cite}`abdullah2025qwen2vlnutrition`; LoRA on the vision tower
 model reached 0.82 {cite}`dehdashti2025qwen2vlnutrition`. No figure is published for
 Qwen2-VL-2B; the full profile runs this page on it, for far fewer steps.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## Saving the run
@@ -649,8 +763,13 @@ Qwen2-VL-2B; the full profile runs this page on it, for far fewer steps.
 # ```
 
 # %%
-pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
-              for path in sorted(run_dir.iterdir()) if path.is_file()])
+pd.DataFrame(
+    [
+        {"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
+        for path in sorted(run_dir.iterdir())
+        if path.is_file()
+    ]
+)
 
 # %% [markdown]
 # `adapter_model.safetensors` holds only the {glue:text}`trainable_parameters` LoRA weights
@@ -665,6 +784,7 @@ pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
 # moments, the learning-rate schedule, the random-number state and `trainer_state.json` (step, log
 # history), which is what makes resuming exact rather than approximate.
 
+
 # %%
 def checkpoint_step(path: Path) -> int:
     return int(path.name.split("-")[1])
@@ -675,8 +795,13 @@ final_step = int(history["step"].max())
 earlier = [path for path in checkpoints if checkpoint_step(path) < final_step]
 resume_from = max(earlier, key=checkpoint_step, default=checkpoints[0])
 glue("resume_from", resume_from.name, display=False)
-files = pd.DataFrame([{"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
-                      for path in sorted(resume_from.iterdir()) if path.is_file()])
+files = pd.DataFrame(
+    [
+        {"file": path.name, "kB": round(path.stat().st_size / 1000, 1)}
+        for path in sorted(resume_from.iterdir())
+        if path.is_file()
+    ]
+)
 files.rename_axis(resume_from.name, axis="columns")
 
 # %% [markdown]
@@ -690,20 +815,28 @@ files.rename_axis(resume_from.name, axis="columns")
 # %%
 del trainer, model  # the trained model and its optimizer: the resumed run loads its own copy
 memory.free_memory()
-resumed = training.train(with_overrides(config, ["callbacks.iou_eval=false"]),
-                         output_dir="outputs/chapter05_resumed",
-                         resume_from_checkpoint=str(resume_from), splits=splits)
+resumed = training.train(
+    with_overrides(config, ["callbacks.iou_eval=false"]),
+    output_dir="outputs/chapter05_resumed",
+    resume_from_checkpoint=str(resume_from),
+    splits=splits,
+)
 
 # %%
 uninterrupted_weights = load_file(run_dir / "adapter_model.safetensors")
 resumed_weights = load_file(resumed.output_dir / "adapter_model.safetensors")
 differences = pd.Series(
-    {name: (uninterrupted_weights[name] - resumed_weights[name]).abs().max().item()
-     for name in uninterrupted_weights}, name="largest absolute difference")
+    {
+        name: (uninterrupted_weights[name] - resumed_weights[name]).abs().max().item()
+        for name in uninterrupted_weights
+    },
+    name="largest absolute difference",
+)
 glue("num_adapter_tensors", len(differences), display=False)
 glue("largest_resume_difference", f"{differences.max():.1e}", display=False)
-pd.Series({"adapter tensors compared": len(differences),
-           "largest absolute difference": differences.max()})
+pd.Series(
+    {"adapter tensors compared": len(differences), "largest absolute difference": differences.max()}
+)
 
 # %% [markdown]
 # Over the {glue:text}`num_adapter_tensors` adapter tensors, the largest difference between the
@@ -711,8 +844,8 @@ pd.Series({"adapter tensors compared": len(differences),
 # continued the same run, bit for bit; a difference near float32 rounding (1e-7) would mean a
 # different order of the same sums; anything larger, that something (data order, the schedule, the
 # optimizer's state) was not restored. From the command line the same is `vlmlib train ... --resume`
-# (the latest checkpoint in the output folder, found as lab 5.2 does) or `--resume
-# outputs/run/checkpoint-N`.
+# (the newest complete checkpoint in the output folder; one half written by a killed process is
+# skipped, with a warning) or `--resume outputs/run/checkpoint-N`.
 
 # %% [markdown]
 # ## More than one GPU
@@ -864,7 +997,9 @@ pd.Series({"adapter tensors compared": len(differences),
 # ```{exercise}
 # :label: ex-05-lab
 # Lab 5 (`labs/lab_05_training.ipynb`) asks you to count LoRA's parameters by hand and match PEFT,
-# to choose the checkpoint to resume from, and to write the held-out IoU callback yourself.
+# to train two LoRA ranks on the same budget and decide from their logs which did better, and to
+# write the held-out IoU callback yourself. Lab 7 (`labs/lab_07_debugging.ipynb`) hands you a
+# collator with a masking bug of the kind public repositories shipped, to find and fix.
 # ```
 #
 # ## References

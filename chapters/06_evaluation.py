@@ -18,27 +18,38 @@
 
 # %% tags=["remove-cell"]
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+https://github.com/vlm-course/qwen2vl-nutrition-tables"
     source = os.environ.get("VLM_INSTALL_SOURCE", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
 from vlmlib.notes import show_profile_note
 
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 The outputs on this page were produced with the **tiny** profile: a tiny Qwen2-VL and synthetic
 data on the CPU. Every number in the text is read from those outputs. The full profile runs this
 page on a GPU; its time and memory there are estimated on
 {doc}`the course's cost page <../book/costs>`.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 The outputs on this page were produced with the **full** profile: Qwen2-VL-2B-Instruct and the
 Open Food Facts dataset on a GPU. Every number in the text is read from those outputs. Its GPU
@@ -47,7 +58,8 @@ chapter 5's run is there to reuse (13 on the L4 when the page trains), the longe
 (evaluating both models) about 7 minutes on the L4, on a card of 12 GB or more. The arithmetic
 is on {doc}`the course's cost page <../book/costs>`.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # **Learning objectives**
@@ -75,8 +87,14 @@ from myst_nb import glue
 
 import vlmlib
 from vlmlib import data, dataset_stats, evaluation, memory, merging, models, training, viz
-from vlmlib.config import (RUN_CONFIG_FILE, Config, config_to_dict, get_profile, load_config,
-                           with_overrides)
+from vlmlib.config import (
+    RUN_CONFIG_FILE,
+    Config,
+    config_to_dict,
+    get_profile,
+    load_config,
+    with_overrides,
+)
 
 torch.manual_seed(0)
 vlmlib.quiet_progress_bars()
@@ -109,18 +127,24 @@ budget
 # when every setting that shapes the adapter is equal; where a run saves its checkpoints, how often
 # it logs and what its callbacks measure do not change the weights:
 
+
 # %%
 def describe_recipe(config: Config) -> dict:
     """Return the settings that shape a trained adapter: all but outputs, logging and callbacks."""
-    neutral = ["training.output_dir=.", "training.logging_steps=1", "training.save_steps=1",
-               "data.num_eval=null"]
+    neutral = [
+        "training.output_dir=.",
+        "training.logging_steps=1",
+        "training.save_steps=1",
+        "data.num_eval=null",
+    ]
     recipe = config_to_dict(with_overrides(config, neutral))
     del recipe["callbacks"]
     return recipe
 
 
-def load_or_train(config: Config, earlier_run: str | None,
-                  splits: datasets.DatasetDict) -> tuple[torch.nn.Module, Path, str]:
+def load_or_train(
+    config: Config, earlier_run: str | None, splits: datasets.DatasetDict
+) -> tuple[torch.nn.Module, Path, str]:
     """Return (fine-tuned model, run folder, its origin): `earlier_run` if its recipe matches."""
     if earlier_run and (Path(earlier_run) / RUN_CONFIG_FILE).exists():
         earlier_config = load_config(Path(earlier_run) / RUN_CONFIG_FILE)
@@ -148,9 +172,10 @@ model_source  # where the adapter evaluated below comes from
 # %%
 base_model, processor = models.load_model_and_processor(config)
 eval_split = splits["eval"]
+num_eval_tables = sum(len(objects["bbox"]) for objects in eval_split["objects"])
 glue("num_eval_images", len(eval_split), display=False)
-glue("num_eval_tables", sum(len(objects["bbox"]) for objects in eval_split["objects"]), display=False)
-f"{len(eval_split)} held-out images, {sum(len(objects['bbox']) for objects in eval_split['objects'])} tables"
+glue("num_eval_tables", num_eval_tables, display=False)
+f"{len(eval_split)} held-out images, {num_eval_tables} tables"
 
 # %% [markdown]
 # ## From answers to figures
@@ -182,8 +207,12 @@ f"{len(eval_split)} held-out images, {sum(len(objects['bbox']) for objects in ev
 # - **parse-failure rate**: the share of answers that gave no usable box.
 
 # %%
-zero_shot_report, zero_shot_predictions = evaluation.evaluate_model(base_model, processor, eval_split, config)
-fine_tuned_report, fine_tuned_predictions = evaluation.evaluate_model(fine_tuned_model, processor, eval_split, config)
+zero_shot_report, zero_shot_predictions = evaluation.evaluate_model(
+    base_model, processor, eval_split, config
+)
+fine_tuned_report, fine_tuned_predictions = evaluation.evaluate_model(
+    fine_tuned_model, processor, eval_split, config
+)
 reports = {"zero-shot": zero_shot_report, "fine-tuned": fine_tuned_report}
 
 # %% [markdown]
@@ -207,8 +236,10 @@ for name, report in (("zero_shot", before), ("fine_tuned", after)):
     glue(f"{name}_recall", f"{report.recall:.3f}", display=False)
 glue("fine_tuned_map_50", f"{after.map_50:.3f}", display=False)
 glue("fine_tuned_map_50_95", f"{after.map_50_95:.3f}", display=False)
-mean_box_iou = evaluation.score_mean_box_baseline(splits["train"].select_columns(["objects"]),
-                                                  eval_split.select_columns(["width", "height", "objects"]))
+mean_box_iou = evaluation.score_mean_box_baseline(
+    splits["train"].select_columns(["objects"]),
+    eval_split.select_columns(["width", "height", "objects"]),
+)
 glue("mean_box_iou", f"{mean_box_iou:.3f}", display=False)
 
 # %% [markdown]
@@ -229,22 +260,30 @@ glue("mean_box_iou", f"{mean_box_iou:.3f}", display=False)
 # positive that lowers precision, and it also halves its image's IoU.
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{note}
 Under `tiny`, the zero-shot model's extra boxes are mostly the logo: it was pretrained to box
 every object ({doc}`../book/tiny_model`). Fine-tuning teaches it which objects this dataset means.
 ```
-""")
-show_profile_note("full", """
+""",
+)
+show_profile_note(
+    "full",
+    """
 ```{note}
 Qwen2-VL-2B's zero-shot mistakes are of other kinds than the tiny model's logo boxes: whole-label
 boxes, prose instead of boxes, labels of its own. The gallery and the failure analysis below show
 which of them this run has.
 ```
-""")
+""",
+)
 
 # %% tags=["remove-input"] mystnb={"markdown_format": "myst"}
-show_profile_note("tiny", """
+show_profile_note(
+    "tiny",
+    """
 ```{admonition} What the real model does
 :class: tip
 These figures come from the tiny stand-in on synthetic labels. On the real data, the published
@@ -255,7 +294,8 @@ language model, a mean IoU of 0.82 {cite}`dehdashti2025qwen2vlnutrition`. Check 
 computes its mean IoU before comparing it with this page's (the list in "From answers to
 figures" above). No figure is published for Qwen2-VL-2B; the full profile runs this page on it.
 ```
-""")
+""",
+)
 
 # %% [markdown]
 # ## How tight are the boxes?
@@ -292,7 +332,10 @@ share_missed = (after.per_image["iou"] == 0).mean()
 share_good = (after.per_image["iou"] >= 0.5).mean()
 glue("share_missed", f"{share_missed:.0%}", display=False)
 glue("share_good", f"{share_good:.0%}", display=False)
-pd.Series({"IoU 0 (missed or no box)": share_missed, "IoU >= 0.5": share_good}, name="share of images, fine-tuned").round(3)
+pd.Series(
+    {"IoU 0 (missed or no box)": share_missed, "IoU >= 0.5": share_good},
+    name="share of images, fine-tuned",
+).round(3)
 
 # %% [markdown]
 # For the fine-tuned model, {glue:text}`share_missed` of the images score 0 and
@@ -317,7 +360,9 @@ pd.Series({"IoU 0 (missed or no box)": share_missed, "IoU >= 0.5": share_good}, 
 # its own. A category the model never names gets AP 0 even if its boxes are right.
 
 # %%
-per_category = pd.concat({name: report.per_category.set_index("category") for name, report in reports.items()}, axis=1)
+per_category = pd.concat(
+    {name: report.per_category.set_index("category") for name, report in reports.items()}, axis=1
+)
 per_category.round(3)
 
 # %% [markdown]
@@ -334,15 +379,35 @@ per_category.round(3)
 per_image = after.per_image.reset_index(drop=True)
 ranked = per_image.sort_values("iou", ascending=False, kind="stable").index.tolist()
 middle = per_image.loc[ranked[2:-2], "iou"]
-chosen = {"best": ranked[:2], "typical": (middle - per_image["iou"].median()).abs().sort_values(kind="stable").index[:2].tolist(),
-          "worst": ranked[-2:]}
-pd.DataFrame([{"shown as": kind, "image_id": per_image.loc[index, "image_id"], "IoU": round(per_image.loc[index, "iou"], 3)}
-              for kind, indices in chosen.items() for index in indices])
+chosen = {
+    "best": ranked[:2],
+    "typical": (middle - per_image["iou"].median())
+    .abs()
+    .sort_values(kind="stable")
+    .index[:2]
+    .tolist(),
+    "worst": ranked[-2:],
+}
+pd.DataFrame(
+    [
+        {
+            "shown as": kind,
+            "image_id": per_image.loc[index, "image_id"],
+            "IoU": round(per_image.loc[index, "iou"], 3),
+        }
+        for kind, indices in chosen.items()
+        for index in indices
+    ]
+)
 
 # %% mystnb={"figure": {"caption": "The fine-tuned model's two best (left), two typical (middle) and two worst (right) held-out images. Ground truth is solid blue, predictions dashed orange.", "name": "fig-06-gallery"}, "image": {"alt": "Six held-out product photos in three columns (best, typical, worst), each with the true nutrition-table boxes in solid blue and the fine-tuned model's boxes in dashed orange"}}
 gallery = [(kind, chosen[kind][row]) for row in range(2) for kind in chosen]  # one column per kind
-viz.plot_prediction_gallery([eval_split[index] for _, index in gallery], [fine_tuned_predictions[index] for _, index in gallery],
-                            titles=[f"{kind}: {fine_tuned_predictions[index].image_id}" for kind, index in gallery], num_columns=3)
+viz.plot_prediction_gallery(
+    [eval_split[index] for _, index in gallery],
+    [fine_tuned_predictions[index] for _, index in gallery],
+    titles=[f"{kind}: {fine_tuned_predictions[index].image_id}" for kind, index in gallery],
+    num_columns=3,
+)
 
 # %% [markdown]
 # {numref}`fig-06-gallery` puts faces to the histogram: the left column shows the model at its best,
@@ -357,14 +422,24 @@ viz.plot_prediction_gallery([eval_split[index] for _, index in gallery], [fine_t
 # (chapter 2 names the kinds):
 
 # %%
-failure_kinds = pd.DataFrame({name: pd.Series(report.failure_reasons, dtype="int64") for name, report in reports.items()})
-failure_kinds.fillna(0).astype(int) if not failure_kinds.empty else "no parse failures in either model"
+failure_kinds = pd.DataFrame(
+    {name: pd.Series(report.failure_reasons, dtype="int64") for name, report in reports.items()}
+)
+failure_kinds.fillna(0).astype(
+    int
+) if not failure_kinds.empty else "no parse failures in either model"
 
 # %%
 failed = [prediction for prediction in fine_tuned_predictions if prediction.is_parse_failure][:3]
-examples = pd.DataFrame({"image_id": [prediction.image_id for prediction in failed],
-                         "reason": [prediction.failure_reason for prediction in failed],
-                         "answer (its last 60 characters)": [(prediction.answer_text or "")[-60:] for prediction in failed]})
+examples = pd.DataFrame(
+    {
+        "image_id": [prediction.image_id for prediction in failed],
+        "reason": [prediction.failure_reason for prediction in failed],
+        "answer (its last 60 characters)": [
+            (prediction.answer_text or "")[-60:] for prediction in failed
+        ],
+    }
+)
 examples if failed else "The fine-tuned model gave at least one box in every answer."
 
 # %% [markdown]
@@ -380,8 +455,14 @@ examples if failed else "The fine-tuned model gave at least one box in every ans
 
 # %%
 by_count = per_image.groupby("num_ground_truth").agg(
-    images=("iou", "size"), mean_iou=("iou", "mean"), mean_predicted_boxes=("num_predicted", "mean"),
-    share_with_too_few_boxes=("num_predicted", lambda predicted: (predicted < per_image.loc[predicted.index, "num_ground_truth"]).mean()))
+    images=("iou", "size"),
+    mean_iou=("iou", "mean"),
+    mean_predicted_boxes=("num_predicted", "mean"),
+    share_with_too_few_boxes=(
+        "num_predicted",
+        lambda predicted: (predicted < per_image.loc[predicted.index, "num_ground_truth"]).mean(),
+    ),
+)
 single = by_count.loc[1, "mean_iou"] if 1 in by_count.index else float("nan")
 multiple = per_image.loc[per_image["num_ground_truth"] > 1, "iou"].mean()
 glue("single_table_iou", f"{single:.3f}", display=False)
@@ -400,13 +481,26 @@ by_count.round(3)
 # table sizes). We split the images into thirds by the mean area of their tables:
 
 # %%
-table_area = pd.Series([stats["area_fraction"] / stats["num_boxes"]
-                        for stats in map(dataset_stats.describe_record_boxes, eval_split.select_columns(["width", "height", "objects"]))],
-                       name="mean table area (fraction of the image)")
+table_area = pd.Series(
+    [
+        stats["area_fraction"] / stats["num_boxes"]
+        for stats in map(
+            dataset_stats.describe_record_boxes,
+            eval_split.select_columns(["width", "height", "objects"]),
+        )
+    ],
+    name="mean table area (fraction of the image)",
+)
 size_third = pd.qcut(table_area.rank(method="first"), 3, labels=["small", "medium", "large"])
-by_size = pd.DataFrame({name: report.per_image["iou"].groupby(size_third.to_numpy(), observed=True).mean()
-                        for name, report in reports.items()})
-by_size.insert(0, "largest table area", table_area.groupby(size_third.to_numpy(), observed=True).max())
+by_size = pd.DataFrame(
+    {
+        name: report.per_image["iou"].groupby(size_third.to_numpy(), observed=True).mean()
+        for name, report in reports.items()
+    }
+)
+by_size.insert(
+    0, "largest table area", table_area.groupby(size_third.to_numpy(), observed=True).max()
+)
 glue("small_iou", f"{by_size.loc['small', 'fine-tuned']:.3f}", display=False)
 glue("large_iou", f"{by_size.loc['large', 'fine-tuned']:.3f}", display=False)
 by_size.round(3)
@@ -445,17 +539,26 @@ by_size.round(3)
 # %%
 del base_model, fine_tuned_model  # both 4-bit models, and the trainer if this page trained
 memory.free_memory()
-merge_report = merging.merge_lora(run_dir, "outputs/chapter06_merged",
-                                  num_check_records=num_merge_check_records,
-                                  max_new_tokens=config.callbacks.max_new_tokens,
-                                  overwrite=True)  # this page's own folder from its last run
+merge_report = merging.merge_lora(
+    run_dir,
+    "outputs/chapter06_merged",
+    num_check_records=num_merge_check_records,
+    max_new_tokens=config.callbacks.max_new_tokens,
+    overwrite=True,
+)  # this page's own folder from its last run
 glue("merge_num_identical", merge_report.num_identical, display=False)
 glue("merge_num_checked", merge_report.num_checked, display=False)
 glue("merge_max_logit_difference", f"{merge_report.max_logit_difference:.1e}", display=False)
 glue("merge_tolerance", f"{merge_report.tolerance:.1e}", display=False)
 glue("merge_dtype", str(merge_report.dtype), display=False)
-pd.Series({"saved to": str(merge_report.output_dir), "answers checked": merge_report.num_checked,
-           "answers identical": merge_report.num_identical, "largest logit difference": f"{merge_report.max_logit_difference:.1e}"})
+pd.Series(
+    {
+        "saved to": str(merge_report.output_dir),
+        "answers checked": merge_report.num_checked,
+        "answers identical": merge_report.num_identical,
+        "largest logit difference": f"{merge_report.max_logit_difference:.1e}",
+    }
+)
 
 # %% [markdown]
 # In this run {glue:text}`merge_num_identical` of {glue:text}`merge_num_checked` answers of the

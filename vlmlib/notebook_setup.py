@@ -56,13 +56,19 @@ TINY_BUILD_NOTE = "about 8 min on 2 CPU cores"  # `vlmlib make-tiny` on the CI m
 SETUP_CELL_TAGS = ["remove-cell"]
 SETUP_CELL_SOURCE = f"""\
 # Setup for Colab or a bare Jupyter: installs the course where it is missing and picks a profile.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
+
 if importlib.util.find_spec("vlmlib") is None:
     repository = "git+{COURSE_REPOSITORY_URL}"
     source = os.environ.get("{INSTALL_SOURCE_ENV_VAR}", repository)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
     importlib.invalidate_caches()
+
 from vlmlib.notebook_setup import set_up_notebook
+
 set_up_notebook()"""
 
 
