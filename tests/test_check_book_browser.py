@@ -103,3 +103,28 @@ def test_check_book_browser_without_chromium_fails_only_under_ci(
     monkeypatch.setenv("CI", ci)
     assert check_book_browser.main(tmp_path) == status
     assert "chromedriver" in capsys.readouterr().out
+
+
+def test_a_resource_on_another_host_cut_by_the_check_is_listed_not_counted():
+    checker = check_book_browser
+
+    cdn = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+    local = "http://127.0.0.1:8000/_static/missing.js"
+    reading = checker.PageReading(
+        [
+            f"{cdn} - Failed to load resource: net::ERR_NAME_NOT_RESOLVED",
+            f"{local} - Failed to load resource: the server responded with a status of 404",
+        ],
+        set(),
+        [],
+        [],
+    )
+    readings = {"page.html": reading}
+    problems = checker.find_page_problems(
+        "page.html", reading, readings, "http://127.0.0.1:8000/", Path(".")
+    )
+    assert problems == [
+        f"page.html: console error: {local} - Failed to load resource: "
+        "the server responded with a status of 404"
+    ]
+    assert checker.list_unchecked_external_loads(readings) == [cdn]
