@@ -92,7 +92,7 @@ print(
 # %% tags=["exercise"]
 def trained_fraction_by_role(roles: list[list[str]], labels: torch.Tensor) -> dict[str, float]:
     """Return each role's share of the batch's trained positions (label != -100), by TOKEN_ROLES."""
-    # TODO (exercise 4.1): count trained positions per role over the whole batch, then divide each count by the total
+    # TODO (exercise 4.1): which positions count as trained, and what should the shares add up to?
     raise NotImplementedError("Exercise 4.1: write trained_fraction_by_role")
 
 
@@ -123,7 +123,7 @@ def answer_loss_weight(
     labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor
 ) -> float:
     """Return one answer token's weight in the all_tokens loss relative to assistant_only."""
-    # TODO (exercise 4.2): count labels != -100 from position 1 on (labels[:, 1:]) under each strategy, then divide
+    # TODO (exercise 4.2): how many tokens share each loss's mean? (the first position predicts nothing)
     raise NotImplementedError("Exercise 4.2: write answer_loss_weight")
 
 
@@ -163,7 +163,7 @@ def loss_share_by_role(
     logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]
 ) -> dict[str, float]:
     """Return each role's share of the summed next-token loss over the trained positions."""
-    # TODO (exercise 4.3): score logits[:, :-1] against labels[:, 1:] per token, add each loss to the role at t + 1, divide by the total
+    # TODO (exercise 4.3): which logits predict which label, and which role owns each token's loss?
     raise NotImplementedError("Exercise 4.3: write loss_share_by_role")
 
 

@@ -97,7 +97,7 @@ print(
 # %% tags=["exercise"]
 def trained_fraction_by_role(roles: list[list[str]], labels: torch.Tensor) -> dict[str, float]:
     """Return each role's share of the batch's trained positions (label != -100), by TOKEN_ROLES."""
-    # BEGIN SOLUTION: count trained positions per role over the whole batch, then divide each count by the total
+    # BEGIN SOLUTION: which positions count as trained, and what should the shares add up to?
     counts = {role: 0 for role in collators.TOKEN_ROLES}
     for row_roles, row_labels in zip(roles, labels.tolist()):
         for role, label in zip(row_roles, row_labels):
@@ -140,7 +140,7 @@ def answer_loss_weight(
     labels_all_tokens: torch.Tensor, labels_assistant_only: torch.Tensor
 ) -> float:
     """Return one answer token's weight in the all_tokens loss relative to assistant_only."""
-    # BEGIN SOLUTION: count labels != -100 from position 1 on (labels[:, 1:]) under each strategy, then divide
+    # BEGIN SOLUTION: how many tokens share each loss's mean? (the first position predicts nothing)
     num_answer = int((labels_assistant_only[:, 1:] != collators.IGNORE_INDEX).sum())
     num_all = int((labels_all_tokens[:, 1:] != collators.IGNORE_INDEX).sum())
     return num_answer / num_all
@@ -187,7 +187,7 @@ def loss_share_by_role(
     logits: torch.Tensor, labels: torch.Tensor, roles: list[list[str]]
 ) -> dict[str, float]:
     """Return each role's share of the summed next-token loss over the trained positions."""
-    # BEGIN SOLUTION: score logits[:, :-1] against labels[:, 1:] per token, add each loss to the role at t + 1, divide by the total
+    # BEGIN SOLUTION: which logits predict which label, and which role owns each token's loss?
     targets = labels[:, 1:]
     token_losses = F.cross_entropy(
         logits[:, :-1].transpose(1, 2),
